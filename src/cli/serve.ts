@@ -1,0 +1,84 @@
+import { parseArgs } from "node:util";
+import { ConfigError, configKeys, envName, loadConfig } from "../config/config.js";
+import { startServer } from "../server.js";
+import { createLogger } from "../telemetry/log.js";
+import { type Command, usageError } from "./command.js";
+
+const usage = `Usage: envelope serve [options]
+
+Runs the admission service: gRPC on 127.0.0.1:50051, and Connect, gRPC-Web, gRPC and the
+/healthz and /readyz routes on 127.0.0.1:8080, unless configured otherwise.
+
+Options:
+  --config FILE        YAML configuration file (or ENVELOPE_CONFIG)
+  --grpc-listen ADDR   gRPC listen address, host:port (default 127.0.0.1:50051)
+  --http-listen ADDR   HTTP listen address, host:port (default 127.0.0.1:8080)
+  --log-level LEVEL    debug, info, warn or error (default info)
+  -h, --help           show this help
+
+Configuration is applied in this order: embedded defaults, the file, environment variables,
+flags. Keys and their environment variables:
+${configKeys.map((k) => `  ${k.padEnd(34)} ${envName(k)}`).join("\n")}
+
+Only loopback addresses are accepted: caller authentication is not available in this release.
+On SIGTERM or SIGINT the server reports NOT_SERVING, waits shutdown.drain, then stops.
+`;
+
+export const runServe: Command = {
+  summary: "run the admission service",
+  usage,
+  async run(args) {
+    let flags: ReturnType<typeof parse>;
+    try {
+      flags = parse(args);
+    } catch (e) {
+      return usageError("serve", (e as Error).message, usage);
+    }
+    const overrides: Record<string, unknown> = {};
+    if (flags.values["grpc-listen"] !== undefined) overrides["grpc.listen"] = flags.values["grpc-listen"];
+    if (flags.values["http-listen"] !== undefined) overrides["http.listen"] = flags.values["http-listen"];
+    if (flags.values["log-level"] !== undefined) overrides["log.level"] = flags.values["log-level"];
+    const file = flags.values.config ?? process.env.ENVELOPE_CONFIG;
+
+    try {
+      const config = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env, overrides });
+      const log = createLogger({ level: config.log.level });
+      const server = await startServer(config, { log });
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          process.once(signal, () => process.exit(1)); // a second signal: stop now
+          log.info("server.stopping", { signal, drainMs: config.shutdown.drainMs });
+          server.setServing(false);
+          setTimeout(() => void server.close().then(resolve), config.shutdown.drainMs);
+        };
+        process.once("SIGTERM", stop);
+        process.once("SIGINT", stop);
+      });
+      return 0;
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        process.stderr.write(`envelope serve: ${e.message}\n`);
+        return 2;
+      }
+      if ((e as NodeJS.ErrnoException).code === "EADDRINUSE" || /No address added|EADDRINUSE/.test(String(e))) {
+        process.stderr.write(`envelope serve: cannot listen: ${(e as Error).message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+  },
+};
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      config: { type: "string" },
+      "grpc-listen": { type: "string" },
+      "http-listen": { type: "string" },
+      "log-level": { type: "string" },
+    },
+  });
+}

@@ -1,0 +1,268 @@
+// Configuration: embedded defaults, overlaid by an optional YAML file, overlaid by ENVELOPE_*
+// environment variables. Every key is known: an unknown key or a bad value stops start-up with a
+// message naming it, all problems at once.
+import { readFileSync } from "node:fs";
+import { parseDocument } from "yaml";
+import { defaultFallbackKind, defaultKindRules, executionKindNames, type KindRule } from "../core/execution-kind.js";
+import { type AdmissionLimits, defaultLimits } from "../core/limits.js";
+import type { ExecutionKind } from "../gen/envelope/v1/execution_envelope_pb.js";
+import type { LogLevel } from "../telemetry/log.js";
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface EnvelopeConfig {
+  readonly grpc: { readonly listen: ListenAddress };
+  readonly http: { readonly listen: ListenAddress };
+  readonly limits: AdmissionLimits;
+  readonly executionKinds: { readonly rules: readonly KindRule[]; readonly fallback: ExecutionKind };
+  readonly trace: { readonly defaultContentMode: string };
+  readonly log: { readonly level: LogLevel };
+  /** How long the server reports NOT_SERVING before it stops accepting calls, on SIGTERM. */
+  readonly shutdown: { readonly drainMs: number };
+}
+
+export const defaultConfig: EnvelopeConfig = Object.freeze({
+  grpc: { listen: { host: "127.0.0.1", port: 50051 } },
+  http: { listen: { host: "127.0.0.1", port: 8080 } },
+  limits: defaultLimits,
+  executionKinds: { rules: defaultKindRules, fallback: defaultFallbackKind },
+  trace: { defaultContentMode: "references-only" },
+  log: { level: "info" as LogLevel },
+  shutdown: { drainMs: 0 },
+});
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(readonly problems: readonly string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+type Parser = (value: unknown) => { ok: true; value: unknown } | { ok: false; expected: string };
+
+interface Leaf {
+  readonly parse: Parser;
+  /** Where the parsed value goes in EnvelopeConfig. */
+  readonly target: readonly string[];
+  /** A structured value: its environment variable holds JSON. */
+  readonly json?: boolean;
+}
+
+const ok = (value: unknown) => ({ ok: true as const, value });
+const bad = (expected: string) => ({ ok: false as const, expected });
+
+const listen: Parser = (v) => {
+  const parsed = typeof v === "string" ? parseListenAddress(v) : undefined;
+  return parsed === undefined ? bad('an address "host:port", e.g. "127.0.0.1:50051" or "[::1]:8080"') : ok(parsed);
+};
+
+const integer =
+  (min: number, max = Number.MAX_SAFE_INTEGER): Parser =>
+  (v) => {
+    const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+    return typeof n === "number" && Number.isInteger(n) && n >= min && n <= max
+      ? ok(n)
+      : bad(`an integer from ${min} to ${max}`);
+  };
+
+const durationMs: Parser = (v) => {
+  const ms = typeof v === "string" ? parseDuration(v) : undefined;
+  return ms === undefined ? bad('a duration such as "500ms", "30s", "5m" or "24h"') : ok(ms);
+};
+
+const usdAsMicros: Parser = (v) => {
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+  return typeof n === "number" && Number.isFinite(n) && n > 0 && Number.isSafeInteger(Math.round(n * 1e6))
+    ? ok(Math.round(n * 1e6))
+    : bad("a positive amount of US dollars, e.g. 2.5");
+};
+
+const oneOf =
+  (...values: string[]): Parser =>
+  (v) =>
+    typeof v === "string" && values.includes(v) ? ok(v) : bad(`one of ${values.join(", ")}`);
+
+const kindName: Parser = (v) => {
+  const kind = typeof v === "string" ? executionKindNames[v] : undefined;
+  return kind === undefined ? bad(`an execution kind: ${Object.keys(executionKindNames).join(", ")}`) : ok(kind);
+};
+
+const resourceCaps: Parser = (v) => {
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    return bad("a map of resource name to count, e.g. {gpu: 8}");
+  const out: Record<string, number> = {};
+  for (const [name, count] of Object.entries(v)) {
+    if (!/^[a-z][a-z0-9_.-]{0,63}$/.test(name) || !Number.isInteger(count) || (count as number) < 1) {
+      return bad(`a map of resource name (lower case) to a positive integer; "${name}" does not fit`);
+    }
+    out[name] = count as number;
+  }
+  return ok(Object.freeze(out));
+};
+
+const kindRules: Parser = (v) => {
+  const expected = "a list of {taskTypePrefix: string, kind: execution kind}";
+  if (!Array.isArray(v)) return bad(expected);
+  const rules: KindRule[] = [];
+  for (const item of v) {
+    const prefix = (item as { taskTypePrefix?: unknown })?.taskTypePrefix;
+    const kind = kindName((item as { kind?: unknown })?.kind);
+    if (typeof prefix !== "string" || prefix === "" || !kind.ok || Object.keys(item).length !== 2) return bad(expected);
+    rules.push({ taskTypePrefix: prefix, kind: kind.value as ExecutionKind });
+  }
+  // Configured rules come first, then the built-in ones.
+  return ok(Object.freeze([...rules, ...defaultKindRules]));
+};
+
+/** Every configuration key, by its dotted path in the YAML file. */
+const leaves: Readonly<Record<string, Leaf>> = {
+  "grpc.listen": { parse: listen, target: ["grpc", "listen"] },
+  "http.listen": { parse: listen, target: ["http", "listen"] },
+  "limits.maxDeadline": { parse: durationMs, target: ["limits", "maxDeadlineMs"] },
+  "limits.maxClockSkew": { parse: durationMs, target: ["limits", "maxClockSkewMs"] },
+  "limits.maxMessageBytes": { parse: integer(1024, 64 * 1024 * 1024), target: ["limits", "maxMessageBytes"] },
+  "limits.maxTaskInputBytes": { parse: integer(2, 64 * 1024 * 1024), target: ["limits", "maxTaskInputBytes"] },
+  "limits.maxTokensPerRequest": { parse: integer(1, 2 ** 31 - 1), target: ["limits", "maxTokensPerRequest"] },
+  "limits.maxCostUsdPerRequest": { parse: usdAsMicros, target: ["limits", "maxCostUsdMicrosPerRequest"] },
+  "limits.maxStepsPerRequest": { parse: integer(1, 2 ** 31 - 1), target: ["limits", "maxStepsPerRequest"] },
+  "limits.maxResourcesPerRequest": { parse: resourceCaps, target: ["limits", "maxResourcesPerRequest"], json: true },
+  "executionKinds.rules": { parse: kindRules, target: ["executionKinds", "rules"], json: true },
+  "executionKinds.fallback": { parse: kindName, target: ["executionKinds", "fallback"] },
+  "trace.defaultContentMode": {
+    parse: oneOf("references-only", "redacted", "approved-content"),
+    target: ["trace", "defaultContentMode"],
+  },
+  "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
+  "shutdown.drain": { parse: durationMs, target: ["shutdown", "drainMs"] },
+};
+
+/** The environment variable of a key: "limits.maxDeadline" → ENVELOPE_LIMITS_MAX_DEADLINE. */
+export function envName(key: string): string {
+  return `ENVELOPE_${key
+    .replace(/([a-z0-9])([A-Z])/g, "$1_$2")
+    .replace(/\./g, "_")
+    .toUpperCase()}`;
+}
+
+/** Variables that are not configuration keys but are read by the CLI. */
+const envNonKeys = new Set(["ENVELOPE_CONFIG"]);
+
+export const configKeys: readonly string[] = Object.keys(leaves);
+
+export interface LoadOptions {
+  /** YAML file path; none means defaults and environment only. */
+  readonly file?: string;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Applied last, e.g. from command-line flags. Keys as in the file. */
+  readonly overrides?: Readonly<Record<string, unknown>>;
+}
+
+export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
+  const problems: string[] = [];
+  const values = new Map<string, { value: unknown; source: string }>();
+
+  if (options.file !== undefined) {
+    for (const [key, value] of readYaml(options.file, problems)) values.set(key, { value, source: options.file });
+  }
+  const envKeys = new Map(configKeys.map((k) => [envName(k), k]));
+  for (const [name, value] of Object.entries(options.env ?? {})) {
+    if (!name.startsWith("ENVELOPE_") || value === undefined || envNonKeys.has(name)) continue;
+    const key = envKeys.get(name);
+    if (key === undefined)
+      problems.push(`${name}: unknown environment variable (known: ${[...envKeys.keys()].join(", ")})`);
+    else values.set(key, { value: leaves[key]?.json ? parseJsonish(value) : value, source: name });
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) values.set(key, { value, source: "flag" });
+
+  const config = structuredClone(defaultConfig) as unknown as Record<string, Record<string, unknown>>;
+  for (const [key, { value, source }] of values) {
+    const leaf = leaves[key];
+    if (leaf === undefined) {
+      problems.push(`${key} (${source}): unknown key${suggest(key)}`);
+      continue;
+    }
+    const parsed = leaf.parse(value);
+    if (!parsed.ok) {
+      problems.push(`${key} (${source}): expected ${parsed.expected}; got ${JSON.stringify(value)}`);
+      continue;
+    }
+    const [section, field] = leaf.target as [string, string];
+    (config[section] as Record<string, unknown>)[field] = parsed.value;
+  }
+  const result = config as unknown as EnvelopeConfig;
+  if (result.limits.maxTaskInputBytes > result.limits.maxMessageBytes) {
+    problems.push("limits.maxTaskInputBytes: must not exceed limits.maxMessageBytes");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return result;
+}
+
+function readYaml(file: string, problems: string[]): [string, unknown][] {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    problems.push(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    return [];
+  }
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) problems.push(`${file}: ${e.message.split("\n")[0]}`);
+    return [];
+  }
+  const root: unknown = doc.toJS();
+  if (root === null || root === undefined) return [];
+  if (typeof root !== "object" || Array.isArray(root)) {
+    problems.push(`${file}: must be a mapping of sections (grpc, http, limits, ...)`);
+    return [];
+  }
+  const out: [string, unknown][] = [];
+  for (const [section, body] of Object.entries(root)) {
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      problems.push(`${section} (${file}): must be a mapping`);
+      continue;
+    }
+    for (const [key, value] of Object.entries(body)) out.push([`${section}.${key}`, value]);
+  }
+  return out;
+}
+
+/** Values of structured keys may be given as JSON in the environment. */
+function parseJsonish(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function suggest(key: string): string {
+  const [section] = key.split(".");
+  const near = configKeys.filter((k) => k.startsWith(`${section}.`));
+  return near.length > 0
+    ? ` (keys of ${section}: ${near.map((k) => k.slice(k.indexOf(".") + 1)).join(", ")})`
+    : ` (sections: ${[...new Set(configKeys.map((k) => k.split(".")[0]))].join(", ")})`;
+}
+
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text.trim());
+  if (match === null) return undefined;
+  const port = Number(match[3]);
+  if (port > 65535) return undefined;
+  return { host: match[1] ?? match[2] ?? "", port };
+}
+
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  if (match === null) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  return Math.round(Number(match[1]) * unit);
+}
+
+/** Loopback: 127.0.0.0/8, ::1 and localhost. */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}

@@ -1,0 +1,155 @@
+// The admission core: one request in, one decision out, no I/O. The caller (the service) supplies
+// the clock reading and the ids, and owns whatever happens next (recording, answering).
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Warning } from "../gen/envelope/v1/common_pb.js";
+import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
+import {
+  DecisionOutcome,
+  type ExecutionEnvelope,
+  ExecutionEnvelopeSchema,
+  type ExecutionKind,
+  LifecycleState,
+} from "../gen/envelope/v1/execution_envelope_pb.js";
+import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import { serverContractVersion } from "./contract-version.js";
+import { type Amounts, decideStatic } from "./decide.js";
+import { createErrorEnvelope } from "./errors.js";
+import { type KindRule, resolveKind } from "./execution-kind.js";
+import type { AdmissionLimits } from "./limits.js";
+import { checkRequest, microsPerUsd } from "./validate.js";
+
+/** Everything admission decides with, fixed for the life of a configuration. */
+export interface AdmissionConfig {
+  readonly limits: AdmissionLimits;
+  /** Identifies the limits in policy decisions, e.g. "static-limits@3f9a1c2b7d10". */
+  readonly limitsVersion: string;
+  readonly kindRules: readonly KindRule[];
+  readonly fallbackKind: ExecutionKind;
+  /** Content mode when the request leaves trace.contentMode empty. */
+  readonly defaultTraceContentMode: string;
+}
+
+/** Per-call inputs the core does not produce itself. */
+export interface AdmitInputs {
+  readonly nowMs: number;
+  /** Time the request was received, when it differs from nowMs. */
+  readonly receivedAtMs?: number;
+  readonly envelopeId: string;
+  readonly traceId: string;
+  /** Warnings found while decoding (e.g. unknown fields), carried into the decision. */
+  readonly decodeWarnings?: readonly Warning[];
+}
+
+export type AdmissionResult =
+  | { readonly kind: "admitted"; readonly envelope: ExecutionEnvelope }
+  | { readonly kind: "rejected"; readonly error: ErrorEnvelope };
+
+export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: AdmitInputs): AdmissionResult {
+  const ids = { requestId: request.requestId, traceId: inputs.traceId };
+  const check = checkRequest(request, config.limits, inputs.nowMs);
+  if (check.kind === "unsupported-version") {
+    return rejected({
+      ...ids,
+      category: "validation",
+      code: "CONTRACT_VERSION_UNSUPPORTED",
+      message: check.violation.message,
+      violations: [check.violation],
+    });
+  }
+  if (check.kind === "invalid") {
+    return rejected({
+      ...ids,
+      category: "validation",
+      code: "REQUEST_INVALID",
+      message: invalidMessage(check.violations.length),
+      violations: check.violations,
+    });
+  }
+
+  const normalized = normalize(request, config);
+  const budget = normalized.budget as NonNullable<RuntimeRequest["budget"]>;
+  const requested: Amounts = {
+    tokens: budget.maxTokens ?? 0,
+    costUsdMicros: Math.round((budget.maxCostUsd ?? 0) * microsPerUsd),
+    steps: budget.maxSteps ?? 0,
+    resources: budget.resources,
+  };
+  const decided = decideStatic(requested, config.limits, config.limitsVersion, `${inputs.envelopeId}/limits`);
+  if (decided.kind === "rejected") {
+    return rejected({ ...ids, ...decided, envelopeId: "" });
+  }
+
+  const deadline = normalized.deadlineUtc;
+  const now = timestampFromMs(inputs.nowMs);
+  const envelope = create(ExecutionEnvelopeSchema, {
+    envelopeId: inputs.envelopeId,
+    contractVersion: serverContractVersion,
+    request: normalized,
+    kind: resolveKind(normalized.task as NonNullable<RuntimeRequest["task"]>, config.kindRules, config.fallbackKind),
+    requested: { ...toResources(requested), deadline },
+    granted: { ...toResources(decided.granted), deadline },
+    policyScope: policyScope(normalized),
+    decision: {
+      outcome: decided.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,
+      reasons: [...decided.reasons],
+      policyDecisions: [...decided.policyDecisions],
+      warnings: [...(inputs.decodeWarnings ?? []), ...check.warnings],
+    },
+    state: LifecycleState.ADMITTED,
+    receivedAt: inputs.receivedAtMs === undefined ? now : timestampFromMs(inputs.receivedAtMs),
+    decidedAt: now,
+    traceId: inputs.traceId,
+  });
+  return { kind: "admitted", envelope };
+}
+
+function rejected(init: Parameters<typeof createErrorEnvelope>[1]): AdmissionResult {
+  return { kind: "rejected", error: createErrorEnvelope(serverContractVersion, init) };
+}
+
+export function invalidMessage(count: number): string {
+  return count === 1 ? "the request has 1 invalid field" : `the request has ${count} invalid fields`;
+}
+
+/**
+ * Applies defaults the contract leaves to the server and removes duplicates from sets, without
+ * touching the caller's object: only the changed sub-messages are copied.
+ */
+function normalize(request: RuntimeRequest, config: AdmissionConfig): RuntimeRequest {
+  const trace = request.trace as NonNullable<RuntimeRequest["trace"]>;
+  const permissions = request.permissions as NonNullable<RuntimeRequest["permissions"]>;
+  const risk = request.risk as NonNullable<RuntimeRequest["risk"]>;
+  return {
+    ...request,
+    trace: trace.contentMode === "" ? { ...trace, contentMode: config.defaultTraceContentMode } : trace,
+    permissions: {
+      ...permissions,
+      scopes: unique(permissions.scopes),
+      allowedTools: unique(permissions.allowedTools),
+    },
+    risk: { ...risk, dataClasses: unique(risk.dataClasses) },
+  };
+}
+
+function unique(items: string[]): string[] {
+  return items.length < 2 || new Set(items).size === items.length ? items : [...new Set(items)];
+}
+
+function toResources(a: Amounts) {
+  return { tokens: a.tokens, costUsdMicros: BigInt(a.costUsdMicros), steps: a.steps, resources: { ...a.resources } };
+}
+
+function policyScope(r: RuntimeRequest) {
+  return {
+    tenantId: r.tenant?.id ?? "",
+    actorSubject: r.actor?.subject ?? "",
+    ...(r.actor?.delegationId === undefined ? {} : { delegationId: r.actor.delegationId }),
+    riskLevel: r.risk?.level ?? "",
+    dataClasses: r.risk?.dataClasses ?? [],
+    scopes: r.permissions?.scopes ?? [],
+    allowedTools: r.permissions?.allowedTools ?? [],
+    approvalPolicy: r.permissions?.approvalPolicy ?? "",
+    traceContentMode: r.trace?.contentMode ?? "",
+  };
+}

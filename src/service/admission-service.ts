@@ -1,0 +1,127 @@
+// The transport-neutral admission service: what every transport calls. It reads the clock, draws
+// ids, runs the pure core, and hands admitted envelopes to the recorder (the ledger's seam) before
+// answering. Transports own decoding, deadlines and cancellation signals, and the wire errors.
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { type AdmissionConfig, type AdmissionResult, admit } from "../core/admit.js";
+import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
+import { createErrorEnvelope, errorCategories } from "../core/errors.js";
+import {
+  type GetCapabilitiesResponse,
+  GetCapabilitiesResponseSchema,
+} from "../gen/envelope/v1/admission_service_pb.js";
+import type { Warning } from "../gen/envelope/v1/common_pb.js";
+import type { ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
+import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import { newEnvelopeId, newTraceId, traceIdFromTraceparent } from "./ids.js";
+
+/** What a transport knows about one call. */
+export interface CallContext {
+  /** Aborted when the caller cancels, disconnects or its deadline passes, or the server shuts down. */
+  readonly signal: AbortSignal;
+  /** The call's deadline (epoch milliseconds), when the caller set one. */
+  readonly deadlineMs?: number;
+  /** The W3C traceparent header, when the caller sent one. */
+  readonly traceparent?: string;
+  /** Warnings the transport found while decoding. */
+  readonly decodeWarnings?: readonly Warning[];
+}
+
+/**
+ * Where admitted envelopes go before Admit answers. The durable ledger implements it; an Admit is
+ * acknowledged only after `record` resolves. It must honour `signal`.
+ */
+export interface EnvelopeRecorder {
+  record(envelope: ExecutionEnvelope, signal: AbortSignal): Promise<void>;
+}
+
+export interface AdmissionService {
+  admit(request: RuntimeRequest, call: CallContext): Promise<AdmissionResult>;
+  capabilities(): GetCapabilitiesResponse;
+}
+
+export interface AdmissionServiceOptions {
+  readonly config: AdmissionConfig;
+  /** Features announced by GetCapabilities, e.g. "transport.grpc". */
+  readonly features: readonly string[];
+  /** Defaults to nothing recorded (no ledger configured). */
+  readonly recorder?: EnvelopeRecorder;
+  /** Defaults to Date.now. */
+  readonly now?: () => number;
+}
+
+export const serverVersion = "envelope/0.1.0";
+
+export function createAdmissionService(options: AdmissionServiceOptions): AdmissionService {
+  const { config, recorder } = options;
+  const now = options.now ?? Date.now;
+  const capabilities = buildCapabilities(config, options.features);
+
+  return {
+    capabilities: () => capabilities,
+
+    async admit(request, call) {
+      const nowMs = now();
+      const traceId = traceIdFromTraceparent(call.traceparent) ?? newTraceId();
+      const stopped = stoppedBeforeStart(call, nowMs, request.requestId, traceId);
+      if (stopped !== undefined) return stopped;
+      const result = admit(request, config, {
+        nowMs,
+        envelopeId: newEnvelopeId(nowMs),
+        traceId,
+        ...(call.decodeWarnings === undefined ? {} : { decodeWarnings: call.decodeWarnings }),
+      });
+      if (result.kind === "admitted" && recorder !== undefined) {
+        await recorder.record(result.envelope, call.signal);
+      }
+      return result;
+    },
+  };
+}
+
+/** A call whose caller already gave up gets the matching error instead of a decision nobody reads. */
+function stoppedBeforeStart(
+  call: CallContext,
+  nowMs: number,
+  requestId: string,
+  traceId: string,
+): AdmissionResult | undefined {
+  const expired = call.deadlineMs !== undefined && call.deadlineMs <= nowMs;
+  if (!call.signal.aborted && !expired) return undefined;
+  const timedOut = expired || (call.signal.reason as Error | undefined)?.name === "TimeoutError";
+  return {
+    kind: "rejected",
+    error: createErrorEnvelope(serverContractVersion, {
+      category: timedOut ? "timeout" : "cancellation",
+      code: timedOut ? "CALL_DEADLINE_EXCEEDED" : "CALL_CANCELLED",
+      message: timedOut
+        ? "the call's deadline passed before admission started; nothing was admitted"
+        : "the call was cancelled before admission started; nothing was admitted",
+      requestId,
+      traceId,
+      // Nothing happened yet, so trying again is safe.
+      retryable: true,
+    }),
+  };
+}
+
+function buildCapabilities(config: AdmissionConfig, features: readonly string[]): GetCapabilitiesResponse {
+  const l = config.limits;
+  return create(GetCapabilitiesResponseSchema, {
+    contractVersion: serverContractVersion,
+    supportedContractVersions: [...supportedVersionsText],
+    serverVersion,
+    features: [...features],
+    limits: {
+      maxDeadline: durationFromMs(l.maxDeadlineMs),
+      maxClockSkew: durationFromMs(l.maxClockSkewMs),
+      maxMessageBytes: l.maxMessageBytes,
+      maxTaskInputBytes: l.maxTaskInputBytes,
+      maxTokensPerRequest: l.maxTokensPerRequest,
+      maxCostUsdMicrosPerRequest: BigInt(l.maxCostUsdMicrosPerRequest),
+      maxStepsPerRequest: l.maxStepsPerRequest,
+      maxResourcesPerRequest: { ...l.maxResourcesPerRequest },
+    },
+    errorCategories: errorCategories.map((c) => ({ ...c })),
+  });
+}

@@ -1,0 +1,176 @@
+// Connect (JSON and binary, HTTP/1.1 and h2c), gRPC-Web and gRPC on the HTTP port, through
+// connect-node's router. connect-es parses request bodies itself and answers a body it cannot parse
+// with a bare error (binary ones even as INTERNAL), so Admit's handler is wrapped: the wrapper
+// decodes the body with the shared decoder first and hands the outcome to the implementation through
+// a context value, with an empty body in place of the original. Every protocol then answers bad input
+// with the same structured ErrorEnvelope, serialized by connect-es in that protocol's own format.
+import { gunzipSync } from "node:zlib";
+import type { DescMessage, JsonValue, MessageShape } from "@bufbuild/protobuf";
+import {
+  type ConnectRouter,
+  createConnectRouter,
+  createContextKey,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import {
+  createAsyncIterable,
+  readAllBytes,
+  type UniversalHandler,
+  type UniversalServerRequest,
+} from "@connectrpc/connect/protocol";
+import { compressionGzip } from "@connectrpc/connect-node";
+import { AdmissionService } from "../gen/envelope/v1/admission_service_pb.js";
+import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
+import type { CallContext, AdmissionService as Service } from "../service/admission-service.js";
+import { type Decoded, decodeBinary, decodeJson } from "../service/decode-request.js";
+import type { Logger } from "../telemetry/log.js";
+import { reportUnexpected } from "./call-failure.js";
+import { transportMaxBytes } from "./grpc-server.js";
+import { toConnectError } from "./wire-errors.js";
+
+export interface ConnectAdmissionOptions {
+  readonly service: Service;
+  readonly maxMessageBytes: number;
+  readonly log: Logger;
+}
+
+/** The router's handlers by request path ("/envelope.v1.AdmissionService/Admit"). */
+export function createConnectHandlers(options: ConnectAdmissionOptions): Map<string, UniversalHandler> {
+  const { service, maxMessageBytes, log } = options;
+  const router: ConnectRouter = createConnectRouter({
+    acceptCompression: [compressionGzip],
+    readMaxBytes: transportMaxBytes(maxMessageBytes),
+  });
+  router.service(AdmissionService, {
+    async admit(parsed, ctx) {
+      const pre = ctx.values.get(preDecodedRequest);
+      if (pre?.kind === "malformed") throw toConnectError(pre.error);
+      const request = pre?.message ?? parsed;
+      let result: Awaited<ReturnType<Service["admit"]>>;
+      try {
+        result = await service.admit(request, callContext(ctx, pre?.warnings));
+      } catch (cause) {
+        throw toConnectError(reportUnexpected(log, "Admit", cause, request.requestId));
+      }
+      if (result.kind === "rejected") throw toConnectError(result.error);
+      return result.envelope;
+    },
+    getCapabilities: () => service.capabilities(),
+  });
+  const paths = new Map<string, UniversalHandler>();
+  for (const handler of router.handlers) {
+    const wrapped =
+      handler.method === AdmissionService.method.admit
+        ? predecode(handler, RuntimeRequestSchema, maxMessageBytes)
+        : handler;
+    paths.set(handler.requestPath, wrapped);
+  }
+  return paths;
+}
+
+function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"]): CallContext {
+  const remaining = ctx.timeoutMs();
+  const traceparent = ctx.requestHeader.get("traceparent");
+  return {
+    signal: ctx.signal,
+    ...(remaining === undefined ? {} : { deadlineMs: Date.now() + remaining }),
+    ...(traceparent === null ? {} : { traceparent }),
+    ...(warnings === undefined || warnings.length === 0 ? {} : { decodeWarnings: warnings }),
+  };
+}
+
+const preDecodedRequest = createContextKey<Decoded<RuntimeRequest> | undefined>(undefined, {
+  description: "request decoded by the Admit wrapper",
+});
+
+type BodyFormat =
+  | { readonly framing: "unary"; readonly binary: boolean }
+  | { readonly framing: "enveloped"; readonly binary: boolean };
+
+/** The body format of the request content types connect-node accepts for unary methods. */
+function bodyFormat(contentType: string | null): BodyFormat | undefined {
+  const match = /^application\/(json|proto|grpc-web|grpc)(?:\+(proto|json))?\s*(?:;.*)?$/i.exec(contentType ?? "");
+  if (match === null) return undefined;
+  const [, base = "", sub] = match;
+  const kind = base.toLowerCase();
+  if (kind === "json" || kind === "proto")
+    return sub === undefined ? { framing: "unary", binary: kind === "proto" } : undefined;
+  return { framing: "enveloped", binary: sub?.toLowerCase() !== "json" };
+}
+
+const emptyFrame = new Uint8Array(5);
+
+function predecode<Desc extends DescMessage>(
+  handler: UniversalHandler,
+  schema: Desc,
+  maxBytes: number,
+): UniversalHandler {
+  const wrapped = async (req: UniversalServerRequest) => {
+    const format = bodyFormat(req.header.get("content-type"));
+    if (format === undefined || req.method !== "POST" || !isByteStream(req.body)) return handler(req);
+
+    let body: Uint8Array;
+    try {
+      body = await readAllBytes(req.body, transportMaxBytes(maxBytes));
+    } catch {
+      // Over the transport limit: decode an over-limit length so the decoder reports it.
+      body = new Uint8Array(transportMaxBytes(maxBytes) + 1);
+    }
+    const payload = unwrap(req, format, body, transportMaxBytes(maxBytes));
+    if (payload === undefined) {
+      // Framing or compression that only connect-es understands: let it answer as it does.
+      return handler({ ...req, body: createAsyncIterable([body]) });
+    }
+    const decoded: Decoded<MessageShape<Desc>> = format.binary
+      ? decodeBinary(schema, payload, maxBytes)
+      : decodeJson(schema, payload, maxBytes);
+
+    const contextValues = req.contextValues ?? createContextValues();
+    contextValues.set(preDecodedRequest, decoded as Decoded<RuntimeRequest>);
+    const header = new Headers(req.header);
+    header.delete("content-length");
+    header.delete("content-encoding");
+    const placeholder: AsyncIterable<Uint8Array> | JsonValue =
+      format.framing === "enveloped" ? createAsyncIterable([emptyFrame]) : format.binary ? createAsyncIterable([]) : {};
+    return handler({ ...req, header, body: placeholder, contextValues });
+  };
+  return Object.assign(wrapped, handler);
+}
+
+/** The message bytes inside a body, or undefined when this wrapper does not handle its framing. */
+function unwrap(
+  req: UniversalServerRequest,
+  format: BodyFormat,
+  body: Uint8Array,
+  maxBytes: number,
+): Uint8Array | undefined {
+  if (format.framing === "unary") {
+    const encoding = req.header.get("content-encoding") ?? "identity";
+    return encoding === "identity" ? body : encoding === "gzip" ? gunzipOrUndefined(body, maxBytes) : undefined;
+  }
+  // One length-prefixed frame: flags (bit 0: compressed), 4-byte big-endian length, message.
+  if (body.byteLength < 5) return undefined;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const flags = view.getUint8(0);
+  const length = view.getUint32(1);
+  if (body.byteLength !== 5 + length || (flags & 0b1111_1110) !== 0) return undefined;
+  const message = body.subarray(5);
+  if ((flags & 1) === 0) return message;
+  const encoding = req.header.get("grpc-encoding");
+  return encoding === "gzip" ? gunzipOrUndefined(message, maxBytes) : undefined;
+}
+
+/** Inflates a gzip body, never past maxBytes. */
+function gunzipOrUndefined(bytes: Uint8Array, maxBytes: number): Uint8Array | undefined {
+  try {
+    return gunzipSync(bytes, { maxOutputLength: maxBytes });
+  } catch (e) {
+    // Inflated past the limit: an over-limit length makes the decoder answer REQUEST_TOO_LARGE.
+    return (e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE" ? new Uint8Array(maxBytes + 1) : undefined;
+  }
+}
+
+function isByteStream(body: UniversalServerRequest["body"]): body is AsyncIterable<Uint8Array> {
+  return typeof body === "object" && body !== null && Symbol.asyncIterator in body;
+}

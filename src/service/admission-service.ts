@@ -63,7 +63,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
     async admit(request, call) {
       const nowMs = now();
       const traceId = traceIdFromTraceparent(call.traceparent) ?? newTraceId();
-      const stopped = stoppedBeforeStart(call, nowMs, request.requestId, traceId);
+      const stopped = stoppedBefore(call, nowMs, request.requestId, traceId, "admission started");
       if (stopped !== undefined) return stopped;
       const result = admit(request, config, {
         nowMs,
@@ -72,19 +72,30 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         ...(call.decodeWarnings === undefined ? {} : { decodeWarnings: call.decodeWarnings }),
       });
       if (result.kind === "admitted" && recorder !== undefined) {
-        await recorder.record(result.envelope, call.signal);
+        try {
+          await recorder.record(result.envelope, call.signal);
+        } catch (cause) {
+          // A recorder stopped by the caller's cancellation or deadline is not a fault of ours.
+          const stopped = stoppedBefore(call, now(), request.requestId, traceId, "the envelope was recorded");
+          if (stopped !== undefined) return stopped;
+          throw cause;
+        }
       }
       return result;
     },
   };
 }
 
-/** A call whose caller already gave up gets the matching error instead of a decision nobody reads. */
-function stoppedBeforeStart(
+/**
+ * The error of a call whose caller gave up (cancelled, or its deadline passed) before `stage`, or
+ * undefined while it has not. Nothing was acknowledged, so a retry is safe.
+ */
+function stoppedBefore(
   call: CallContext,
   nowMs: number,
   requestId: string,
   traceId: string,
+  stage: string,
 ): AdmissionResult | undefined {
   const expired = call.deadlineMs !== undefined && call.deadlineMs <= nowMs;
   if (!call.signal.aborted && !expired) return undefined;
@@ -95,11 +106,10 @@ function stoppedBeforeStart(
       category: timedOut ? "timeout" : "cancellation",
       code: timedOut ? "CALL_DEADLINE_EXCEEDED" : "CALL_CANCELLED",
       message: timedOut
-        ? "the call's deadline passed before admission started; nothing was admitted"
-        : "the call was cancelled before admission started; nothing was admitted",
+        ? `the call's deadline passed before ${stage}; nothing was admitted`
+        : `the call was cancelled before ${stage}; nothing was admitted`,
       requestId,
       traceId,
-      // Nothing happened yet, so trying again is safe.
       retryable: true,
     }),
   };

@@ -99,7 +99,9 @@ function bodyFormat(contentType: string | null): BodyFormat | undefined {
   return { framing: "enveloped", binary: sub?.toLowerCase() !== "json" };
 }
 
-const emptyFrame = new Uint8Array(5);
+// Placeholder bodies that connect-es parses to an empty message, in each format.
+const emptyBinaryFrame = new Uint8Array(5);
+const emptyJsonFrame = new Uint8Array([0, 0, 0, 0, 2, 0x7b, 0x7d]); // one frame holding "{}"
 
 function predecode<Desc extends DescMessage>(
   handler: UniversalHandler,
@@ -132,7 +134,11 @@ function predecode<Desc extends DescMessage>(
     header.delete("content-length");
     header.delete("content-encoding");
     const placeholder: AsyncIterable<Uint8Array> | JsonValue =
-      format.framing === "enveloped" ? createAsyncIterable([emptyFrame]) : format.binary ? createAsyncIterable([]) : {};
+      format.framing === "enveloped"
+        ? createAsyncIterable([format.binary ? emptyBinaryFrame : emptyJsonFrame])
+        : format.binary
+          ? createAsyncIterable([])
+          : {};
     return handler({ ...req, header, body: placeholder, contextValues });
   };
   return Object.assign(wrapped, handler);

@@ -70,8 +70,20 @@ export async function listenHttp(
   log: Logger,
 ): Promise<ListeningServer> {
   const h1 = http.createServer(handler as http.RequestListener);
-  // Keep-alive connections must not pin a stopping server: close idle ones promptly.
   h1.keepAliveTimeout = 5_000;
+  // HTTP/1.1 keep-alive connections would hold a stopping server open: count the requests in
+  // flight on each, so close() can end idle connections at once and busy ones when they finish.
+  let closing = false;
+  const h1InFlight = new Map<net.Socket, number>();
+  h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const socket = req.socket;
+    h1InFlight.set(socket, (h1InFlight.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      const left = (h1InFlight.get(socket) ?? 1) - 1;
+      h1InFlight.set(socket, left);
+      if (left === 0 && closing) socket.destroy();
+    });
+  });
   const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (session) => {
@@ -97,6 +109,8 @@ export async function listenHttp(
       }
       socket.pause();
       socket.unshift(seen);
+      h1InFlight.set(socket, 0);
+      socket.once("close", () => h1InFlight.delete(socket));
       h1.emit("connection", socket);
       socket.resume();
     };
@@ -116,9 +130,10 @@ export async function listenHttp(
     address: `${formatHost(bound.address)}:${bound.port}`,
     port: bound.port,
     async close() {
+      closing = true;
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       for (const session of sessions) session.close();
-      h1.closeIdleConnections();
+      for (const [socket, inFlight] of h1InFlight) if (inFlight === 0) socket.destroy();
       // Give in-flight requests a moment, then end whatever is left.
       const timer = setTimeout(() => {
         for (const socket of sockets) socket.destroy();

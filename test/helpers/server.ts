@@ -1,0 +1,70 @@
+// Starts a real server on ephemeral loopback ports, with clients for every protocol.
+import type { Client, Transport } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { defaultConfig, type EnvelopeConfig } from "../../src/config/config.js";
+import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
+import { type RunningServer, type StartOptions, startServer } from "../../src/server.js";
+import { createLogger, type Logger } from "../../src/telemetry/log.js";
+
+export type AdmissionClient = Client<typeof AdmissionService>;
+
+export interface TestServer {
+  readonly server: RunningServer;
+  readonly grpcUrl: string;
+  readonly httpUrl: string;
+  /** Log lines the server wrote, parsed. */
+  readonly logs: Record<string, unknown>[];
+  /** One client per protocol, named as the tests report them. */
+  readonly clients: Readonly<Record<ProtocolName, AdmissionClient>>;
+  close(): Promise<void>;
+}
+
+export type ProtocolName =
+  | "gRPC (grpc-js port)"
+  | "gRPC (HTTP port, h2c)"
+  | "Connect JSON over HTTP/1.1"
+  | "Connect binary over h2c"
+  | "gRPC-Web over HTTP/1.1";
+
+export interface TestServerOptions extends Partial<Omit<StartOptions, "log">> {
+  readonly config?: Partial<EnvelopeConfig>;
+}
+
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const logs: Record<string, unknown>[] = [];
+  const log: Logger = createLogger({ level: "debug", write: (line) => logs.push(JSON.parse(line)) });
+  const config: EnvelopeConfig = {
+    ...defaultConfig,
+    grpc: { listen: { host: "127.0.0.1", port: 0 } },
+    http: { listen: { host: "127.0.0.1", port: 0 } },
+    ...options.config,
+  };
+  const { config: _omit, ...start } = options;
+  const server = await startServer(config, { ...start, log });
+  const grpcUrl = `http://${server.grpcAddress}`;
+  const httpUrl = `http://${server.httpAddress}`;
+  const transports: Record<ProtocolName, Transport> = {
+    "gRPC (grpc-js port)": createGrpcTransport({ baseUrl: grpcUrl }),
+    "gRPC (HTTP port, h2c)": createGrpcTransport({ baseUrl: httpUrl }),
+    "Connect JSON over HTTP/1.1": createConnectTransport({
+      baseUrl: httpUrl,
+      httpVersion: "1.1",
+      useBinaryFormat: false,
+    }),
+    "Connect binary over h2c": createConnectTransport({ baseUrl: httpUrl, httpVersion: "2", useBinaryFormat: true }),
+    "gRPC-Web over HTTP/1.1": createGrpcWebTransport({ baseUrl: httpUrl, httpVersion: "1.1" }),
+  };
+  const clients = Object.fromEntries(
+    Object.entries(transports).map(([name, t]) => [name, createClient(AdmissionService, t)]),
+  ) as Record<ProtocolName, AdmissionClient>;
+  return { server, grpcUrl, httpUrl, logs, clients, close: () => server.close() };
+}
+
+export const protocolNames: readonly ProtocolName[] = [
+  "gRPC (grpc-js port)",
+  "gRPC (HTTP port, h2c)",
+  "Connect JSON over HTTP/1.1",
+  "Connect binary over h2c",
+  "gRPC-Web over HTTP/1.1",
+];

@@ -29,7 +29,10 @@ export function withField(json: JsonObject, path: string, value: unknown): JsonO
   const copy = structuredClone(json) as Record<string, unknown>;
   const keys = path.split(".");
   let node = copy;
-  for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+  for (const key of keys.slice(0, -1)) {
+    node[key] ??= {};
+    node = node[key] as Record<string, unknown>;
+  }
   const last = keys[keys.length - 1] as string;
   if (value === undefined) delete node[last];
   else node[last] = value;

@@ -32,7 +32,7 @@ interface Index {
   readonly encoded: ReadonlyMap<DescFile, Uint8Array>;
 }
 
-function buildIndex(services: readonly DescService[]): Index {
+function buildIndex(services: readonly DescService[], files: readonly DescFile[]): Index {
   const fileByName = new Map<string, DescFile>();
   const fileBySymbol = new Map<string, DescFile>();
   const extensions = new Map<string, Map<number, DescFile>>();
@@ -53,6 +53,7 @@ function buildIndex(services: readonly DescService[]): Index {
     for (const dep of file.dependencies) visit(dep);
   };
   for (const s of services) visit(s.file);
+  for (const f of files) visit(f);
   return { services: services.map((s) => s.typeName), fileByName, fileBySymbol, extensions, encoded };
 }
 
@@ -112,9 +113,12 @@ function answer(index: Index, request: ServerReflectionRequest): ServerReflectio
 
 const passThrough = (b: Buffer) => b;
 
-/** Registers reflection describing `services` on a grpc-js server. */
-export function addReflection(server: grpc.Server, services: readonly DescService[]): void {
-  const index = buildIndex(services);
+/**
+ * Registers reflection describing `services` on a grpc-js server, and `files` beside them: files no
+ * service imports but clients need, such as the ErrorEnvelope carried in error details.
+ */
+export function addReflection(server: grpc.Server, services: readonly DescService[], files: readonly DescFile[]): void {
+  const index = buildIndex(services, files);
   const handler: grpc.handleBidiStreamingCall<Buffer, Buffer> = (call) => {
     call.on("data", (bytes: Buffer) => {
       let request: ServerReflectionRequest;

@@ -1,0 +1,181 @@
+// The `envelope` command as users run it: a child process, its exit status, stdout and stderr.
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { freshRequestJson, readFixture, withField } from "../helpers/requests.js";
+
+const root = new URL("../../", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "envelope-cli-"));
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) c.kill("SIGKILL");
+});
+
+interface Outcome {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI from source (tsx), as bin/envelope.js runs the compiled build. */
+function envelope(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args], {
+      cwd: root,
+      env: { ...process.env, ...options.env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(options.stdin ?? "");
+  });
+}
+
+function file(name: string, content: unknown): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof content === "string" ? content : JSON.stringify(content));
+  return path;
+}
+
+describe("help", () => {
+  it("lists the commands", async () => {
+    const out = await envelope(["--help"]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/serve\s+run the admission service/);
+    expect(out.stdout).toMatch(/validate\s+validate a JSON RuntimeRequest offline/);
+  });
+
+  it.each(["serve", "validate"])("explains %s", async (command) => {
+    const out = await envelope([command, "--help"]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`Usage: envelope ${command}`);
+  });
+
+  it("lists every configuration key with its environment variable", async () => {
+    const out = await envelope(["serve", "--help"]);
+    expect(out.stdout).toContain("limits.maxDeadline");
+    expect(out.stdout).toContain("ENVELOPE_LIMITS_MAX_DEADLINE");
+  });
+
+  it("rejects an unknown command with status 2", async () => {
+    const out = await envelope(["launch"]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain('unknown command "launch"');
+  });
+});
+
+describe("validate", () => {
+  const fixture = readFixture("runtime-request.json");
+
+  it("accepts the sample request as of its own time and shows the would-be grant", async () => {
+    const out = await envelope([
+      "validate",
+      "--at",
+      String(fixture.occurredAtUtc),
+      "test/fixtures/runtime-request.json",
+    ]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain("test/fixtures/runtime-request.json: valid");
+    expect(out.stdout).toContain("would grant: tokens=4000 costUsdMicros=50000 steps=6");
+  });
+
+  it("rejects the sample request today, since its deadline has passed", async () => {
+    const out = await envelope(["validate", "test/fixtures/runtime-request.json"]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toMatch(/deadlineUtc: must be in the future \[deadline\.future\]/);
+  });
+
+  it("lists every violation with its field path", async () => {
+    const bad = withField(withField(freshRequestJson(), "risk.level", "severe"), "budget.maxTokens", 0);
+    const out = await envelope(["validate", file("bad.json", bad)]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toContain("invalid (validation REQUEST_INVALID)");
+    expect(out.stdout).toMatch(/risk\.level: .*\[string\.in\]/);
+    expect(out.stdout).toMatch(/budget\.maxTokens: .*\[int32\.gt\]/);
+  });
+
+  it("prints the ErrorEnvelope with --json and reads standard input", async () => {
+    const out = await envelope(["validate", "--json", "-"], { stdin: "[1, 2]" });
+    expect(out.code).toBe(1);
+    const envelopeJson = JSON.parse(out.stdout);
+    expect(envelopeJson.error).toMatchObject({ category: "validation", code: "REQUEST_INVALID" });
+  });
+
+  it("names a file it cannot read, with status 2", async () => {
+    const out = await envelope(["validate", join(dir, "missing.json")]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("ENOENT");
+  });
+
+  it("judges with the limits of a configuration file", async () => {
+    const config = file("tight.yaml", "limits:\n  maxTokensPerRequest: 100\n");
+    const out = await envelope(["validate", "--config", config, file("ok.json", freshRequestJson())]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain("would grant: tokens=100");
+    expect(out.stdout).toContain("GRANT_CLAMPED tokens");
+  });
+});
+
+describe("serve", () => {
+  it("stops at start-up on an unknown configuration key, naming it", async () => {
+    const config = file("typo.yaml", "limits:\n  maxTokensPerReqest: 5\n");
+    const out = await envelope(["serve", "--config", config]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("limits.maxTokensPerReqest");
+    expect(out.stderr).toContain("unknown key");
+  });
+
+  it("stops at start-up on a bad value, naming the key and the expected form", async () => {
+    const out = await envelope(["serve"], { env: { ENVELOPE_LIMITS_MAX_DEADLINE: "forever" } });
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("limits.maxDeadline (ENVELOPE_LIMITS_MAX_DEADLINE)");
+    expect(out.stderr).toContain("expected a duration");
+  });
+
+  it("refuses a non-loopback address", async () => {
+    const out = await envelope(["serve", "--grpc-listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0"]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("not a loopback address");
+  });
+
+  it("serves, admits over HTTP, and stops cleanly on SIGTERM", async () => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "src/cli/run.ts", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+      { cwd: root, env: process.env },
+    );
+    children.push(child);
+    let stderr = "";
+    const started = new Promise<{ http: string }>((resolve, reject) => {
+      child.stderr.on("data", (d) => {
+        stderr += d;
+        const line = stderr.split("\n").find((l) => l.includes('"server.started"'));
+        if (line) resolve(JSON.parse(line));
+      });
+      child.once("exit", () => reject(new Error(`exited early: ${stderr}`)));
+    });
+    const { http } = await started;
+    const answer = await fetch(`http://${http}/envelope.v1.AdmissionService/Admit`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(freshRequestJson()),
+    });
+    expect(answer.status).toBe(200);
+    expect(((await answer.json()) as { state: string }).state).toBe("LIFECYCLE_STATE_ADMITTED");
+
+    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(stderr).toContain('"server.stopped"');
+    // Request content never reaches the log.
+    expect(stderr).not.toContain("alice@example.test");
+  });
+});

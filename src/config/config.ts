@@ -68,9 +68,15 @@ const integer =
       : bad(`an integer from ${min} to ${max}`);
   };
 
+/** A duration of at least one second: shorter limits would refuse every request. */
 const durationMs: Parser = (v) => {
   const ms = typeof v === "string" ? parseDuration(v) : undefined;
-  return ms === undefined ? bad('a duration such as "500ms", "30s", "5m" or "24h"') : ok(ms);
+  return ms === undefined || ms < 1000 ? bad('a duration of at least 1s, such as "30s", "5m" or "24h"') : ok(ms);
+};
+
+const drainMs: Parser = (v) => {
+  const ms = typeof v === "string" ? parseDuration(v) : undefined;
+  return ms === undefined ? bad('a duration such as "0s", "500ms" or "10s"') : ok(ms);
 };
 
 const usdAsMicros: Parser = (v) => {
@@ -136,7 +142,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
     target: ["trace", "defaultContentMode"],
   },
   "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
-  "shutdown.drain": { parse: durationMs, target: ["shutdown", "drainMs"] },
+  "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
 };
 
 /** The environment variable of a key: "limits.maxDeadline" → ENVELOPE_LIMITS_MAX_DEADLINE. */
@@ -264,5 +270,6 @@ export function parseDuration(text: string): number | undefined {
 
 /** Loopback: 127.0.0.0/8, ::1 and localhost. */
 export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  const octets = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host)?.slice(1).map(Number);
+  return host === "localhost" || host === "::1" || (octets !== undefined && octets.every((o) => o <= 255));
 }

@@ -1,7 +1,7 @@
 // The admission core: one request in, one decision out, no I/O. The caller (the service) supplies
 // the clock reading and the ids, and owns whatever happens next (recording, answering).
-import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { clone, create } from "@bufbuild/protobuf";
+import { TimestampSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
 import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import {
@@ -17,7 +17,7 @@ import { type Amounts, decideStatic } from "./decide.js";
 import { createErrorEnvelope } from "./errors.js";
 import { type KindRule, resolveKind } from "./execution-kind.js";
 import type { AdmissionLimits } from "./limits.js";
-import { checkRequest, microsPerUsd } from "./validate.js";
+import { checkRequest, usdToMicros } from "./validate.js";
 
 /** Everything admission decides with, fixed for the life of a configuration. */
 export interface AdmissionConfig {
@@ -71,7 +71,7 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   const budget = normalized.budget as NonNullable<RuntimeRequest["budget"]>;
   const requested: Amounts = {
     tokens: budget.maxTokens ?? 0,
-    costUsdMicros: Math.round((budget.maxCostUsd ?? 0) * microsPerUsd),
+    costUsdMicros: usdToMicros(budget.maxCostUsd ?? 0),
     steps: budget.maxSteps ?? 0,
     resources: budget.resources,
   };
@@ -80,15 +80,17 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     return rejected({ ...ids, ...decided, envelopeId: "" });
   }
 
-  const deadline = normalized.deadlineUtc;
+  // Each message gets its own copy: they are separate facts that later steps may change apart.
+  const deadline = () =>
+    normalized.deadlineUtc === undefined ? undefined : clone(TimestampSchema, normalized.deadlineUtc);
   const now = timestampFromMs(inputs.nowMs);
   const envelope = create(ExecutionEnvelopeSchema, {
     envelopeId: inputs.envelopeId,
     contractVersion: serverContractVersion,
     request: normalized,
     kind: resolveKind(normalized.task as NonNullable<RuntimeRequest["task"]>, config.kindRules, config.fallbackKind),
-    requested: { ...toResources(requested), deadline },
-    granted: { ...toResources(decided.granted), deadline },
+    requested: { ...toResources(requested), deadline: deadline() },
+    granted: { ...toResources(decided.granted), deadline: deadline() },
     policyScope: policyScope(normalized),
     decision: {
       outcome: decided.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,

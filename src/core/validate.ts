@@ -16,6 +16,14 @@ const validator = createValidator();
 
 export const microsPerUsd = 1_000_000;
 
+/**
+ * US dollars as whole micro-dollars, rounded down so a grant never exceeds what the caller
+ * authorized. The small epsilon absorbs binary floating point (3e-6 * 1e6 is 2.9999999999999996).
+ */
+export function usdToMicros(usd: number): number {
+  return Math.floor(usd * microsPerUsd + 1e-6);
+}
+
 export type RequestCheck =
   | { readonly kind: "valid"; readonly warnings: readonly Warning[] }
   | { readonly kind: "invalid"; readonly violations: readonly FieldViolation[] }
@@ -70,7 +78,7 @@ export function checkRequest(request: RuntimeRequest, limits: AdmissionLimits, n
 
   const costUsd = request.budget?.maxCostUsd;
   if (costUsd !== undefined && Number.isFinite(costUsd) && costUsd > 0) {
-    const micros = Math.round(costUsd * microsPerUsd);
+    const micros = usdToMicros(costUsd);
     if (micros < 1) {
       violations.push(
         violation("budget.maxCostUsd", "cost.min_micros", "must be at least 0.000001 (one micro-dollar)"),

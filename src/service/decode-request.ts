@@ -147,14 +147,21 @@ function checkMessage(desc: DescMessage, json: JsonValue, path: string, out: Fie
     return;
   }
   const index = fieldIndex(desc);
+  const seen = new Set<DescField>();
   for (const [key, value] of Object.entries(json)) {
     const field = index.get(key);
     const fieldPath = join(path, field?.jsonName ?? key);
     if (field === undefined) {
       out.push(violation(fieldPath, "json.unknown_field", `is not a field of ${desc.typeName}`));
-    } else if (value !== null) {
-      checkField(field, value, fieldPath, out);
+      continue;
     }
+    if (seen.has(field)) {
+      out.push(
+        violation(fieldPath, "json.duplicate_field", `is set twice (as "${field.jsonName}" and "${field.name}")`),
+      );
+    }
+    seen.add(field);
+    if (value !== null) checkField(field, value, fieldPath, out);
   }
 }
 
@@ -228,11 +235,14 @@ function scalarProblem(type: ScalarType, value: JsonValue): string | undefined {
     case ScalarType.BYTES:
       return typeof value === "string" && /^[A-Za-z0-9+/_-]*={0,2}$/.test(value) ? undefined : "must be base64 text";
     case ScalarType.DOUBLE:
-    case ScalarType.FLOAT:
-      if (typeof value === "number") return undefined;
-      return typeof value === "string" && (/^(NaN|-?Infinity)$/.test(value) || isNumericText(value))
-        ? undefined
-        : "must be a number";
+    case ScalarType.FLOAT: {
+      // NaN and the infinities travel as strings; a JSON number too large for a double is an error.
+      if (typeof value === "string" && /^(NaN|-?Infinity)$/.test(value)) return undefined;
+      const n =
+        typeof value === "number" ? value : typeof value === "string" && isNumericText(value) ? Number(value) : NaN;
+      const max = type === ScalarType.FLOAT ? 3.4028234663852886e38 : Number.MAX_VALUE;
+      return Number.isFinite(n) && Math.abs(n) <= max ? undefined : "must be a finite number";
+    }
     case ScalarType.INT32:
     case ScalarType.SINT32:
     case ScalarType.SFIXED32:
@@ -252,8 +262,9 @@ function scalarProblem(type: ScalarType, value: JsonValue): string | undefined {
   }
 }
 
+/** A number written as a JSON string, as the proto3 JSON mapping allows: no spaces, no hex. */
 function isNumericText(s: string): boolean {
-  return s.trim() !== "" && Number.isFinite(Number(s));
+  return /^-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/.test(s);
 }
 
 function integerProblem(value: JsonValue, range: { min: number; max: number }, what: string): string | undefined {
@@ -261,7 +272,8 @@ function integerProblem(value: JsonValue, range: { min: number; max: number }, w
   return Number.isInteger(n) && n >= range.min && n <= range.max ? undefined : `must be ${what}`;
 }
 
-const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+// Timestamp's range is 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+const rfc3339 = /^(?!0000)\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 
 /** Checks the JSON forms of well-known types; returns false for ordinary messages. */
 function checkWellKnown(desc: DescMessage, json: JsonValue, path: string, out: FieldViolation[]): boolean {

@@ -104,7 +104,7 @@ describe("loadConfig: YAML file", () => {
   });
 
   it.each([
-    ["500ms", 500],
+    ["1000ms", 1000],
     ["30s", 30_000],
     ["1.5s", 1500],
     ["5m", 300_000],
@@ -112,6 +112,15 @@ describe("loadConfig: YAML file", () => {
   ])("duration %s is %d ms", (text, ms) => {
     expect(loadConfig({ file: yamlFile(`limits:\n  maxDeadline: ${text}\n`) }).limits.maxDeadlineMs).toBe(ms);
   });
+
+  it.each(["0s", "500ms"])(
+    "refuses a limit duration under one second (%s), which would refuse every request",
+    (text) => {
+      expect(() => loadConfig({ file: yamlFile(`limits:\n  maxDeadline: ${text}\n`) })).toThrow(
+        /limits\.maxDeadline.*at least 1s/,
+      );
+    },
+  );
 
   it("an empty file is the defaults", () => {
     expect(loadConfig({ file: yamlFile("") })).toEqual(defaultConfig);

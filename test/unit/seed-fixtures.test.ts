@@ -23,7 +23,6 @@ const artifacts: readonly (readonly [file: string, schema: DescMessage])[] = [
   ["seed/error-envelope.json", ErrorEnvelopeSchema],
   ["seed/benchmark-disclosure.json", BenchmarkDisclosureSchema],
   ["seed/decision-record.json", DecisionRecordSchema],
-  ["runtime-request.json", RuntimeRequestSchema],
 ];
 
 function isJsonObject(v: JsonValue | undefined): v is JsonObject {
@@ -121,6 +120,18 @@ describe("contract artifacts round-trip through their messages", () => {
 describe("the contract's sample request", () => {
   const fixture = readFixture("runtime-request.json");
   const nowMs = Date.parse(String(fixture.occurredAtUtc));
+
+  it("parses unchanged: written back, every value is the fixture's", () => {
+    const written = toJson(RuntimeRequestSchema, fromJson(RuntimeRequestSchema, fixture)) as JsonObject;
+    // Times are compared as instants: the proto3 JSON mapping writes 0, 3, 6 or 9 fractional
+    // digits, and protobuf-es writes none for whole seconds ("17.000Z" comes back as "17Z").
+    for (const key of ["occurredAtUtc", "deadlineUtc"]) {
+      expect(Date.parse(String(written[key]))).toBe(Date.parse(String(fixture[key])));
+    }
+    const { occurredAtUtc: _a, deadlineUtc: _b, ...rest } = written;
+    const { occurredAtUtc: _c, deadlineUtc: _d, ...expected } = dropUnsetFields(RuntimeRequestSchema, fixture);
+    expect(rest).toEqual(expected);
+  });
 
   it("passes the proto rules (protovalidate)", () => {
     const result = createValidator().validate(RuntimeRequestSchema, fromJson(RuntimeRequestSchema, fixture));

@@ -1,0 +1,51 @@
+// Floor servers for the quick benchmark: an empty unary method (empty request, empty response) on a
+// bare @grpc/grpc-js server or on a connect-node HTTP/2 server, i.e. what each stack costs before any
+// admission work. Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|connect-node
+import * as http2 from "node:http2";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { AdmissionService } from "../src/gen/envelope/v1/admission_service_pb.js";
+
+const kind = process.argv[2];
+const path = `/${AdmissionService.typeName}/GetCapabilities`;
+const empty = Buffer.alloc(0);
+const passThrough = (b: Buffer) => b;
+
+if (kind === "grpc-js") {
+  const server = new grpc.Server();
+  server.addService(
+    {
+      GetCapabilities: {
+        path,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: passThrough,
+        requestDeserialize: passThrough,
+        responseSerialize: passThrough,
+        responseDeserialize: passThrough,
+      },
+    },
+    { GetCapabilities: (_call: unknown, callback: grpc.sendUnaryData<Buffer>) => callback(null, empty) },
+  );
+  server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => {
+    if (err) throw err;
+    process.stdout.write(`listening ${port}\n`);
+  });
+} else if (kind === "connect-node") {
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(AdmissionService, {
+        getCapabilities: () => ({}),
+        admit: () => {
+          throw new Error("not part of the floor");
+        },
+      }),
+  });
+  const server = http2.createServer(handler);
+  server.listen(0, "127.0.0.1", () => {
+    process.stdout.write(`listening ${(server.address() as { port: number }).port}\n`);
+  });
+} else {
+  process.stderr.write("usage: floor-server.ts grpc-js|connect-node\n");
+  process.exit(2);
+}

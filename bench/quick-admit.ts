@@ -4,7 +4,7 @@
 // Reports throughput, latency percentiles and the server's CPU time per call (from /proc), and
 // writes a JSON record binding the figures to the machine, software and git revision.
 //
-// Usage: tsx bench/quick-admit.ts [--seconds 5] [--warmup 1] [--rounds 3] [--inflight 64] [--out FILE]
+// Usage: tsx bench/quick-admit.ts [--seconds 1] [--warmup 2] [--rounds 15] [--inflight 64] [--out FILE]
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -17,9 +17,9 @@ import { RuntimeRequestSchema } from "../src/gen/envelope/v1/runtime_request_pb.
 
 const { values: flags } = parseArgs({
   options: {
-    seconds: { type: "string", default: "5" },
-    warmup: { type: "string", default: "1" },
-    rounds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "1" },
+    warmup: { type: "string", default: "2" },
+    rounds: { type: "string", default: "15" },
     inflight: { type: "string", default: "64" },
     out: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -27,7 +27,7 @@ const { values: flags } = parseArgs({
 });
 if (flags.help) {
   process.stdout.write(
-    "Usage: tsx bench/quick-admit.ts [--seconds 5] [--warmup 1] [--rounds 3] [--inflight 64] [--out FILE]\n",
+    "Usage: tsx bench/quick-admit.ts [--seconds 1] [--warmup 2] [--rounds 15] [--inflight 64] [--out FILE]\n",
   );
   process.exit(0);
 }
@@ -87,17 +87,8 @@ const scenarios: Scenario[] = [
     start: () =>
       spawn(
         process.execPath,
-        [
-          "bin/envelope.js",
-          "serve",
-          "--grpc-listen",
-          "127.0.0.1:0",
-          "--http-listen",
-          "127.0.0.1:0",
-          "--log-level",
-          "warn",
-        ],
-        { cwd: root, env: { ...process.env, ENVELOPE_LOG_LEVEL: "info" } },
+        ["bin/envelope.js", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
+        { cwd: root },
       ),
     ready: /"grpc":"127\.0\.0\.1:(\d+)"/,
     path: "/envelope.v1.AdmissionService/Admit",
@@ -182,28 +173,30 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
-const results: Record<
-  string,
-  { throughput: number[]; cpuUsPerCall: number[]; p50Us: number[]; p99Us: number[]; errors: number }
-> = {};
+// All servers run at once and the load moves between them in short slices, round after round, so
+// that the machine's drift (it is shared) lands on every scenario alike.
+const running = await Promise.all(scenarios.map(async (s) => ({ s, ...(await startServer(s)) })));
+for (const { s, child, port } of running) await drive(s, port, child.pid as number, warmupSeconds, false);
+interface Totals {
+  throughput: number[];
+  cpuUsPerCall: number[];
+  latenciesUs: number[];
+  errors: number;
+}
+const results: Record<string, Totals> = {};
 for (let round = 1; round <= rounds; round++) {
-  for (const s of scenarios) {
-    const { child, port } = await startServer(s);
-    await drive(s, port, child.pid as number, warmupSeconds, false);
+  for (const { s, child, port } of running) {
     const r = await drive(s, port, child.pid as number, seconds, true);
-    child.kill("SIGKILL");
-    const sorted = r.latenciesUs.sort((a, b) => a - b);
-    const entry = (results[s.name] ??= { throughput: [], cpuUsPerCall: [], p50Us: [], p99Us: [], errors: 0 });
+    results[s.name] ??= { throughput: [], cpuUsPerCall: [], latenciesUs: [], errors: 0 };
+    const entry = results[s.name] as Totals;
     entry.throughput.push(r.calls / r.seconds);
     entry.cpuUsPerCall.push((r.serverCpuSeconds * 1e6) / Math.max(1, r.calls));
-    entry.p50Us.push(percentile(sorted, 50));
-    entry.p99Us.push(percentile(sorted, 99));
+    for (const l of r.latenciesUs) entry.latenciesUs.push(l);
     entry.errors += r.errors;
-    process.stderr.write(
-      `round ${round}/${rounds} ${s.name.padEnd(22)} ${(r.calls / r.seconds).toFixed(0).padStart(6)} calls/s  server CPU ${((r.serverCpuSeconds * 1e6) / Math.max(1, r.calls)).toFixed(0)} µs/call  p50 ${percentile(sorted, 50)} µs  p99 ${percentile(sorted, 99)} µs  errors ${r.errors}\n`,
-    );
   }
+  process.stderr.write(`round ${round}/${rounds} done\n`);
 }
+for (const { child } of running) child.kill("SIGKILL");
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const summary = Object.fromEntries(
@@ -213,17 +206,20 @@ const summary = Object.fromEntries(
       throughputPerRound: r.throughput.map(Math.round),
       meanThroughput: Math.round(mean(r.throughput)),
       meanServerCpuUsPerCall: Math.round(mean(r.cpuUsPerCall)),
-      meanP50Us: Math.round(mean(r.p50Us)),
-      meanP99Us: Math.round(mean(r.p99Us)),
+      p50Us: percentile(
+        r.latenciesUs.sort((a, b) => a - b),
+        50,
+      ),
+      p99Us: percentile(r.latenciesUs, 99),
       errors: r.errors,
     },
   ]),
 );
-const ratio = (a: string, b: string, key: "meanThroughput" | "meanServerCpuUsPerCall" | "meanP99Us") =>
+const ratio = (a: string, b: string, key: "meanThroughput" | "meanServerCpuUsPerCall" | "p99Us") =>
   Number(((summary[a]?.[key] ?? 0) / (summary[b]?.[key] ?? 1)).toFixed(3));
 const ratios = {
   admitGrpcPortThroughputOverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanThroughput"),
-  admitGrpcPortP99OverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanP99Us"),
+  admitGrpcPortP99OverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "p99Us"),
   floorConnectNodeCpuOverFloorGrpcJs: ratio("floor-connect-node", "floor-grpc-js", "meanServerCpuUsPerCall"),
   admitHttpPortCpuOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanServerCpuUsPerCall"),
   admitHttpPortThroughputOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanThroughput"),

@@ -116,26 +116,33 @@ export function invalidMessage(count: number): string {
 
 /**
  * Applies defaults the contract leaves to the server and removes duplicates from sets, without
- * touching the caller's object: only the changed sub-messages are copied.
+ * touching the caller's object. Returns the request itself when nothing changes (the common case),
+ * so that callers can tell by identity that the normalized request is the one received.
  */
-function normalize(request: RuntimeRequest, config: AdmissionConfig): RuntimeRequest {
+export function normalize(request: RuntimeRequest, config: AdmissionConfig): RuntimeRequest {
   const trace = request.trace as NonNullable<RuntimeRequest["trace"]>;
   const permissions = request.permissions as NonNullable<RuntimeRequest["permissions"]>;
   const risk = request.risk as NonNullable<RuntimeRequest["risk"]>;
+  const scopes = unique(permissions.scopes);
+  const allowedTools = unique(permissions.allowedTools);
+  const dataClasses = unique(risk.dataClasses);
+  const defaultMode = trace.contentMode === "";
+  const samePermissions = scopes === permissions.scopes && allowedTools === permissions.allowedTools;
+  if (!defaultMode && samePermissions && dataClasses === risk.dataClasses) return request;
   return {
     ...request,
-    trace: trace.contentMode === "" ? { ...trace, contentMode: config.defaultTraceContentMode } : trace,
-    permissions: {
-      ...permissions,
-      scopes: unique(permissions.scopes),
-      allowedTools: unique(permissions.allowedTools),
-    },
-    risk: { ...risk, dataClasses: unique(risk.dataClasses) },
+    trace: defaultMode ? { ...trace, contentMode: config.defaultTraceContentMode } : trace,
+    permissions: samePermissions ? permissions : { ...permissions, scopes, allowedTools },
+    risk: dataClasses === risk.dataClasses ? risk : { ...risk, dataClasses },
   };
 }
 
+/** The items without repeats, in first-seen order; the same array when it has none. */
 function unique(items: string[]): string[] {
-  return items.length < 2 || new Set(items).size === items.length ? items : [...new Set(items)];
+  if (items.length < 2) return items;
+  if (items.length === 2) return items[0] === items[1] ? [items[0] as string] : items;
+  const set = new Set(items);
+  return set.size === items.length ? items : [...set];
 }
 
 function toResources(a: Amounts) {

@@ -12,7 +12,19 @@ import { jsonFieldPath } from "./field-path.js";
 import type { AdmissionLimits } from "./limits.js";
 
 // One validator for the process: protovalidate compiles each message's rules once and caches them.
-const validator = createValidator();
+// Its regular expressions are the schema's own (fixed, linear patterns), so the platform RegExp
+// serves them, measurably faster on the hot path than the RE2 engine meant for untrusted patterns.
+const patterns = new Map<string, RegExp>();
+const validator = createValidator({
+  regexMatch: (pattern, value) => {
+    let re = patterns.get(pattern);
+    if (re === undefined) {
+      re = new RegExp(pattern, "u");
+      patterns.set(pattern, re);
+    }
+    return re.test(value);
+  },
+});
 
 export const microsPerUsd = 1_000_000;
 

@@ -63,8 +63,11 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
     async admit(request, call) {
       const nowMs = now();
       const traceId = traceIdFromTraceparent(call.traceparent) ?? newTraceId();
-      const stopped = stoppedBefore(call, nowMs, request.requestId, traceId, "admission started");
-      if (stopped !== undefined) return stopped;
+      // Only the deadline is checked up front; the signal is read where there is something to wait
+      // for, so transports that make it lazily pay for it only then.
+      if (call.deadlineMs !== undefined && call.deadlineMs <= nowMs) {
+        return stoppedBefore(call, nowMs, request.requestId, traceId, "admission started") as AdmissionResult;
+      }
       const result = admit(request, config, {
         nowMs,
         envelopeId: newEnvelopeId(nowMs),
@@ -98,7 +101,7 @@ function stoppedBefore(
   stage: string,
 ): AdmissionResult | undefined {
   const expired = call.deadlineMs !== undefined && call.deadlineMs <= nowMs;
-  if (!call.signal.aborted && !expired) return undefined;
+  if (!expired && !call.signal.aborted) return undefined;
   const timedOut = expired || (call.signal.reason as Error | undefined)?.name === "TimeoutError";
   return {
     kind: "rejected",

@@ -10,20 +10,26 @@ import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/ru
 import { negotiate, serverContractVersion, supportedVersionsText } from "./contract-version.js";
 import { jsonFieldPath } from "./field-path.js";
 import type { AdmissionLimits } from "./limits.js";
+import { compilePrecheck } from "./rule-precheck.js";
 
 // One validator for the process: protovalidate compiles each message's rules once and caches them.
 // Its regular expressions are the schema's own (fixed, linear patterns), so the platform RegExp
 // serves them, measurably faster on the hot path than the RE2 engine meant for untrusted patterns.
+// The precheck must match with the very same engine, so both share one cache.
 const patterns = new Map<string, RegExp>();
-const validator = createValidator({
-  regexMatch: (pattern, value) => {
-    let re = patterns.get(pattern);
-    if (re === undefined) {
-      re = new RegExp(pattern, "u");
-      patterns.set(pattern, re);
-    }
-    return re.test(value);
-  },
+function compiledPattern(source: string): RegExp {
+  let re = patterns.get(source);
+  if (re === undefined) {
+    re = new RegExp(source, "u");
+    patterns.set(source, re);
+  }
+  return re;
+}
+const validator = createValidator({ regexMatch: (pattern, value) => compiledPattern(pattern).test(value) });
+// Valid requests are answered by the compiled precheck; protovalidate reports what is wrong.
+const precheck = compilePrecheck(RuntimeRequestSchema, (source) => {
+  const re = compiledPattern(source);
+  return (value) => re.test(value);
 });
 
 export const microsPerUsd = 1_000_000;
@@ -55,7 +61,8 @@ export function checkRequest(request: RuntimeRequest, limits: AdmissionLimits, n
   }
 
   const violations: FieldViolation[] = [];
-  const result = validator.validate(RuntimeRequestSchema, request);
+  const result =
+    precheck?.(request) === true ? { kind: "valid" as const } : validator.validate(RuntimeRequestSchema, request);
   if (result.kind === "invalid") {
     for (const v of result.error.violations) violations.push(violation(jsonFieldPath(v.field), v.ruleId, v.message));
   } else if (result.kind === "error") {

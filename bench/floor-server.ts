@@ -1,6 +1,8 @@
 // Floor servers for the quick benchmark: an empty unary method (empty request, empty response) on a
 // bare @grpc/grpc-js server or on a connect-node HTTP/2 server, i.e. what each stack costs before any
-// admission work. Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|connect-node
+// admission work; and "grpc-js-payload", which answers any request with a fixed response as large as
+// Admit's, so that a run can tell the cost of carrying Admit's bytes from the cost of deciding.
+// Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|grpc-js-payload|connect-node
 import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -9,9 +11,12 @@ import { AdmissionService } from "../src/gen/envelope/v1/admission_service_pb.js
 const kind = process.argv[2];
 const path = `/${AdmissionService.typeName}/GetCapabilities`;
 const empty = Buffer.alloc(0);
+/** About the size of Admit's answer to the sample request. */
+const admitSizedAnswer = Buffer.alloc(940, 0x2a);
 const passThrough = (b: Buffer) => b;
 
-if (kind === "grpc-js") {
+if (kind === "grpc-js" || kind === "grpc-js-payload") {
+  const answer = kind === "grpc-js" ? empty : admitSizedAnswer;
   const server = new grpc.Server();
   server.addService(
     {
@@ -25,7 +30,7 @@ if (kind === "grpc-js") {
         responseDeserialize: passThrough,
       },
     },
-    { GetCapabilities: (_call: unknown, callback: grpc.sendUnaryData<Buffer>) => callback(null, empty) },
+    { GetCapabilities: (_call: unknown, callback: grpc.sendUnaryData<Buffer>) => callback(null, answer) },
   );
   server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => {
     if (err) throw err;
@@ -46,6 +51,6 @@ if (kind === "grpc-js") {
     process.stdout.write(`listening ${(server.address() as { port: number }).port}\n`);
   });
 } else {
-  process.stderr.write("usage: floor-server.ts grpc-js|connect-node\n");
+  process.stderr.write("usage: floor-server.ts grpc-js|grpc-js-payload|connect-node\n");
   process.exit(2);
 }

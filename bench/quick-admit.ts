@@ -10,7 +10,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import { parseArgs } from "node:util";
-import { create, fromJson, type JsonObject, toBinary } from "@bufbuild/protobuf";
+import { fromJson, type JsonObject, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { RuntimeRequestSchema } from "../src/gen/envelope/v1/runtime_request_pb.js";
@@ -72,6 +72,15 @@ const scenarios: Scenario[] = [
     ready: /listening (\d+)/,
     path: "/envelope.v1.AdmissionService/GetCapabilities",
     body: emptyBody,
+  },
+  {
+    name: "floor-grpc-js-payload",
+    description:
+      "bare @grpc/grpc-js server answering Admit's request bytes with a fixed 940-byte response: Admit's payload, no work",
+    start: () => spawn(tsx[0] as string, [...tsx.slice(1), "bench/floor-server.ts", "grpc-js-payload"], { cwd: root }),
+    ready: /listening (\d+)/,
+    path: "/envelope.v1.AdmissionService/GetCapabilities",
+    body: admitBody,
   },
   {
     name: "floor-connect-node",
@@ -220,6 +229,9 @@ const ratio = (a: string, b: string, key: "meanThroughput" | "meanServerCpuUsPer
 const ratios = {
   admitGrpcPortThroughputOverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanThroughput"),
   admitGrpcPortP99OverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "p99Us"),
+  admitGrpcPortThroughputOverPayloadFloor: ratio("admit-grpc-port", "floor-grpc-js-payload", "meanThroughput"),
+  payloadFloorThroughputOverFloorGrpcJs: ratio("floor-grpc-js-payload", "floor-grpc-js", "meanThroughput"),
+  admitGrpcPortCpuOverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanServerCpuUsPerCall"),
   floorConnectNodeCpuOverFloorGrpcJs: ratio("floor-connect-node", "floor-grpc-js", "meanServerCpuUsPerCall"),
   admitHttpPortCpuOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanServerCpuUsPerCall"),
   admitHttpPortThroughputOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanThroughput"),
@@ -274,4 +286,3 @@ const record = {
 const json = `${JSON.stringify(record, null, 2)}\n`;
 if (flags.out) writeFileSync(flags.out, json);
 process.stdout.write(json);
-void create;

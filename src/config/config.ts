@@ -271,5 +271,5 @@ export function parseDuration(text: string): number | undefined {
 /** Loopback: 127.0.0.0/8, ::1 and localhost. */
 export function isLoopback(host: string): boolean {
   const octets = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host)?.slice(1).map(Number);
-  return host === "localhost" || host === "::1" || (octets !== undefined && octets.every((o) => o <= 255));
+  return host === "localhost" || host === "::1" || octets?.every((o) => o <= 255) === true;
 }

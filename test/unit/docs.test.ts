@@ -30,7 +30,7 @@ describe("decision records", () => {
 
 describe("README error table", () => {
   const readme = readFileSync(new URL("README.md", root), "utf8");
-  const rows = [...readme.matchAll(/^\| `([a-z.-]+)` \| `([A-Z_]+)` \| (yes|no) \|/gm)].map((m) => ({
+  const rows = [...readme.matchAll(/^\|\s*`([a-z.-]+)`\s*\|\s*`([A-Z_]+)`\s*\|\s*(yes|no)\s*\|/gm)].map((m) => ({
     category: m[1],
     grpcCode: m[2],
     retryable: m[3] === "yes",

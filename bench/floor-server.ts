@@ -7,29 +7,19 @@ import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { AdmissionService } from "../src/gen/envelope/v1/admission_service_pb.js";
+import { rawUnaryMethod } from "../src/transport/grpc-server.js";
 
 const kind = process.argv[2];
 const path = `/${AdmissionService.typeName}/GetCapabilities`;
 const empty = Buffer.alloc(0);
 /** About the size of Admit's answer to the sample request. */
 const admitSizedAnswer = Buffer.alloc(940, 0x2a);
-const passThrough = (b: Buffer) => b;
 
 if (kind === "grpc-js" || kind === "grpc-js-payload") {
   const answer = kind === "grpc-js" ? empty : admitSizedAnswer;
   const server = new grpc.Server();
   server.addService(
-    {
-      GetCapabilities: {
-        path,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: passThrough,
-        requestDeserialize: passThrough,
-        responseSerialize: passThrough,
-        responseDeserialize: passThrough,
-      },
-    },
+    { GetCapabilities: rawUnaryMethod(path) },
     { GetCapabilities: (_call: unknown, callback: grpc.sendUnaryData<Buffer>) => callback(null, answer) },
   );
   server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => {

@@ -30,6 +30,22 @@ export function transportMaxBytes(maxMessageBytes: number): number {
 }
 
 const passThrough = (bytes: Buffer): Buffer => bytes;
+
+/**
+ * A unary method whose handler sees the request bytes and returns response bytes: encoding and
+ * decoding stay in our hands (grpc-js would answer a deserializer's exception with a bare error).
+ */
+export function rawUnaryMethod(path: string): grpc.MethodDefinition<Buffer, Buffer> {
+  return {
+    path,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: passThrough,
+    requestDeserialize: passThrough,
+    responseSerialize: passThrough,
+    responseDeserialize: passThrough,
+  };
+}
 const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
 /** Registers envelope.v1.AdmissionService on a grpc-js server. */
@@ -41,24 +57,8 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
   const capabilities = asBuffer(toBinary(GetCapabilitiesResponseSchema, service.capabilities()));
 
   const definition: grpc.ServiceDefinition = {
-    Admit: {
-      path: method("admit"),
-      requestStream: false,
-      responseStream: false,
-      requestDeserialize: passThrough,
-      requestSerialize: passThrough,
-      responseSerialize: passThrough,
-      responseDeserialize: passThrough,
-    },
-    GetCapabilities: {
-      path: method("getCapabilities"),
-      requestStream: false,
-      responseStream: false,
-      requestDeserialize: passThrough,
-      requestSerialize: passThrough,
-      responseSerialize: passThrough,
-      responseDeserialize: passThrough,
-    },
+    Admit: rawUnaryMethod(method("admit")),
+    GetCapabilities: rawUnaryMethod(method("getCapabilities")),
   };
 
   const admit: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {

@@ -38,7 +38,7 @@ export interface AdmitInputs {
   readonly envelopeId: string;
   readonly traceId: string;
   /** Warnings found while decoding (e.g. unknown fields), carried into the decision. */
-  readonly decodeWarnings?: readonly Warning[];
+  readonly decodeWarnings?: readonly Warning[] | undefined;
 }
 
 export type AdmissionResult =

@@ -20,11 +20,11 @@ export interface CallContext {
   /** Aborted when the caller cancels, disconnects or its deadline passes, or the server shuts down. */
   readonly signal: AbortSignal;
   /** The call's deadline (epoch milliseconds), when the caller set one. */
-  readonly deadlineMs?: number;
+  readonly deadlineMs: number | undefined;
   /** The W3C traceparent header, when the caller sent one. */
-  readonly traceparent?: string;
+  readonly traceparent: string | undefined;
   /** Warnings the transport found while decoding. */
-  readonly decodeWarnings?: readonly Warning[];
+  readonly decodeWarnings: readonly Warning[];
 }
 
 /**
@@ -72,7 +72,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         nowMs,
         envelopeId: newEnvelopeId(nowMs),
         traceId,
-        ...(call.decodeWarnings === undefined ? {} : { decodeWarnings: call.decodeWarnings }),
+        decodeWarnings: call.decodeWarnings,
       });
       if (result.kind === "admitted" && recorder !== undefined) {
         try {

@@ -69,14 +69,14 @@ export function createConnectHandlers(options: ConnectAdmissionOptions): Map<str
   return paths;
 }
 
-function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"]): CallContext {
+function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"] = []): CallContext {
   const remaining = ctx.timeoutMs();
   const traceparent = ctx.requestHeader.get("traceparent");
   return {
     signal: ctx.signal,
-    ...(remaining === undefined ? {} : { deadlineMs: Date.now() + remaining }),
-    ...(traceparent === null ? {} : { traceparent }),
-    ...(warnings === undefined || warnings.length === 0 ? {} : { decodeWarnings: warnings }),
+    deadlineMs: remaining === undefined ? undefined : Date.now() + remaining,
+    traceparent: traceparent ?? undefined,
+    decodeWarnings: warnings,
   };
 }
 

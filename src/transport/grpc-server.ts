@@ -124,8 +124,8 @@ function callContext(
       }
       return controller.signal;
     },
-    ...(deadlineMs === undefined ? {} : { deadlineMs }),
-    ...(typeof traceparent === "string" ? { traceparent } : {}),
-    ...(warnings === undefined || warnings.length === 0 ? {} : { decodeWarnings: warnings }),
+    deadlineMs,
+    traceparent: typeof traceparent === "string" ? traceparent : undefined,
+    decodeWarnings: warnings,
   };
 }

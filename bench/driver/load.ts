@@ -1,0 +1,176 @@
+// Load models for the benchmark harness, independent of any protocol: a call is a function that
+// reports its response headers (time to first byte) and its completion.
+//
+// Open loop sends at a target rate whatever the server does, and measures each call from its
+// *intended* send time: a stall in the server shows in the latency of every call scheduled during
+// it (coordinated omission is avoided by the schedule, not corrected afterwards). Closed loop keeps a
+// fixed number of calls in flight and measures from the actual send: it finds saturation
+// throughput, but a stall delays only the calls in flight and hides in the percentiles.
+import * as hdr from "hdr-histogram-js";
+
+/** Starts one call; `headers` when response headers (or the first message) arrive, then `done`. */
+export type CallFn = (events: { headers(): void; done(error?: unknown): void }) => void;
+
+export interface LoadResult {
+  /** Time to response headers, in microseconds. */
+  readonly ttft: hdr.Histogram;
+  /** Time to the complete response, in microseconds. */
+  readonly e2e: hdr.Histogram;
+  readonly completed: number;
+  readonly errors: number;
+  readonly elapsedSeconds: number;
+  /** Open loop only: calls scheduled, and how many were sent more than 1 ms after their time. */
+  readonly scheduled: number;
+  readonly lateSends: number;
+}
+
+export interface OpenLoopOptions {
+  /** Target arrivals per second. */
+  readonly rate: number;
+  readonly durationMs: number;
+  /** "constant": evenly spaced; "poisson": exponential gaps from a seeded generator. */
+  readonly arrival: "constant" | "poisson";
+  /** Seed of the Poisson schedule, so that a run can be repeated. Default 1. */
+  readonly seed?: number;
+  readonly call: CallFn;
+}
+
+export interface ClosedLoopOptions {
+  readonly concurrency: number;
+  readonly durationMs: number;
+  readonly call: CallFn;
+}
+
+/** Histograms of microseconds from 1 µs to 10 minutes, 3 significant digits. */
+export function latencyHistogram(): hdr.Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 600_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+/** A seeded PRNG (mulberry32) for reproducible arrival schedules. */
+export function seededRandom(seed: number): () => number {
+  let a = seed | 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The intended send times (µs from the start) of a run. */
+export function arrivalSchedule(options: Pick<OpenLoopOptions, "rate" | "durationMs" | "arrival" | "seed">): number[] {
+  const gapUs = 1e6 / options.rate;
+  const endUs = options.durationMs * 1000;
+  const random = seededRandom(options.seed ?? 1);
+  const times: number[] = [];
+  for (let t = 0; t < endUs; ) {
+    times.push(t);
+    t += options.arrival === "constant" ? gapUs : -Math.log(1 - random()) * gapUs;
+  }
+  return times;
+}
+
+export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
+  const schedule = arrivalSchedule(options);
+  const ttft = latencyHistogram();
+  const e2e = latencyHistogram();
+  let completed = 0;
+  let errors = 0;
+  let lateSends = 0;
+  let next = 0;
+  let outstanding = 0;
+  const start = nowUs();
+
+  await new Promise<void>((resolve) => {
+    const finishIfDone = () => {
+      if (next === schedule.length && outstanding === 0) resolve();
+    };
+    const tick = () => {
+      const now = nowUs() - start;
+      // Send everything that is due; a late timer sends a burst, each call keeping its own time.
+      while (next < schedule.length && (schedule[next] as number) <= now) {
+        const intended = start + (schedule[next] as number);
+        if (now - (schedule[next] as number) > 1000) lateSends++;
+        next++;
+        outstanding++;
+        let headersAt = 0;
+        options.call({
+          headers: () => {
+            if (headersAt === 0) headersAt = nowUs();
+          },
+          done: (error) => {
+            const end = nowUs();
+            outstanding--;
+            if (error === undefined) {
+              completed++;
+              e2e.recordValue(Math.max(1, end - intended));
+              ttft.recordValue(Math.max(1, (headersAt || end) - intended));
+            } else {
+              errors++;
+            }
+            finishIfDone();
+          },
+        });
+      }
+      if (next < schedule.length) {
+        const waitMs = ((schedule[next] as number) - (nowUs() - start)) / 1000;
+        if (waitMs > 1) setTimeout(tick, Math.floor(waitMs));
+        else setImmediate(tick);
+      } else {
+        finishIfDone();
+      }
+    };
+    tick();
+  });
+  return {
+    ttft,
+    e2e,
+    completed,
+    errors,
+    elapsedSeconds: (nowUs() - start) / 1e6,
+    scheduled: schedule.length,
+    lateSends,
+  };
+}
+
+export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadResult> {
+  const ttft = latencyHistogram();
+  const e2e = latencyHistogram();
+  let completed = 0;
+  let errors = 0;
+  const start = nowUs();
+  const endUs = start + options.durationMs * 1000;
+  const worker = () =>
+    new Promise<void>((resolve) => {
+      const one = () => {
+        if (nowUs() >= endUs) return resolve();
+        const sent = nowUs();
+        let headersAt = 0;
+        options.call({
+          headers: () => {
+            if (headersAt === 0) headersAt = nowUs();
+          },
+          done: (error) => {
+            const end = nowUs();
+            if (error === undefined) {
+              completed++;
+              e2e.recordValue(Math.max(1, end - sent));
+              ttft.recordValue(Math.max(1, (headersAt || end) - sent));
+            } else {
+              errors++;
+            }
+            one();
+          },
+        });
+      };
+      one();
+    });
+  await Promise.all(Array.from({ length: options.concurrency }, worker));
+  return { ttft, e2e, completed, errors, elapsedSeconds: (nowUs() - start) / 1e6, scheduled: 0, lateSends: 0 };
+}

@@ -1,20 +1,41 @@
-// Quick admission benchmark (a load loop ahead of the full harness): closed-loop gRPC calls with a
-// fixed number in flight from one @grpc/grpc-js client, against servers started as child processes,
-// alternating scenarios over several rounds so that drift on a shared machine hits all of them.
-// Reports throughput, latency percentiles and the server's CPU time per call (from /proc), and
-// writes a JSON record binding the figures to the machine, software and git revision.
-//
-// Usage: tsx bench/quick-admit.ts [--seconds 1] [--warmup 2] [--rounds 15] [--inflight 64] [--out FILE]
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { createHash, randomUUID } from "node:crypto";
+// Quick admission benchmark: closed-loop gRPC calls with a fixed number in flight from one
+// @grpc/grpc-js client, against servers started as child processes. All servers run at once and the
+// load moves between them in short slices, round after round, so that drift on a shared machine
+// lands on every scenario alike. Writes a BenchmarkDisclosure (format envelope.bench/1) with the
+// raw HDR histograms embedded; `envelope disclosure verify FILE` recomputes every percentile.
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import * as os from "node:os";
 import { parseArgs } from "node:util";
-import { fromJson, type JsonObject, toBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { create, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import type * as hdr from "hdr-histogram-js";
+import {
+  describeHardware,
+  describeSoftware,
+  disclosureFormat,
+  histogramArtifact,
+  percentilesOf,
+  sha256,
+} from "../src/bench/disclosure.js";
+import { grpcUnaryCall } from "../src/bench/grpc-call.js";
+import { latencyHistogram, runClosedLoop } from "../src/bench/load.js";
+import {
+  type Artifact,
+  BenchmarkDisclosureSchema,
+  type ScenarioResult,
+  ScenarioResultSchema,
+} from "../src/gen/envelope/v1/benchmark_disclosure_pb.js";
 import { RuntimeRequestSchema } from "../src/gen/envelope/v1/runtime_request_pb.js";
 
+const usage = `Usage: tsx bench/quick-admit.ts [options]
+  --seconds N    length of one slice of load on one scenario (default 1)
+  --rounds N     slices per scenario, interleaved across scenarios (default 15)
+  --warmup N     seconds of load per scenario before measuring (default 2)
+  --inflight N   calls in flight (default 64)
+  --out FILE     write the disclosure there (default: standard output)
+`;
 const { values: flags } = parseArgs({
   options: {
     seconds: { type: "string", default: "1" },
@@ -26,22 +47,21 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  process.stdout.write(
-    "Usage: tsx bench/quick-admit.ts [--seconds 1] [--warmup 2] [--rounds 15] [--inflight 64] [--out FILE]\n",
-  );
+  process.stdout.write(usage);
   process.exit(0);
 }
 const seconds = Number(flags.seconds);
 const warmupSeconds = Number(flags.warmup);
 const rounds = Number(flags.rounds);
 const inflight = Number(flags.inflight);
-const root = new URL("../", import.meta.url).pathname;
-const fixturePath = new URL("../test/fixtures/runtime-request.json", import.meta.url);
+const root = new URL("../", import.meta.url);
+const fixturePath = new URL("test/fixtures/runtime-request.json", root);
 
 interface Scenario {
   readonly name: string;
   readonly description: string;
-  readonly start: () => ChildProcess;
+  readonly transport: string;
+  readonly command: readonly string[];
   readonly ready: RegExp;
   readonly path: string;
   readonly body: () => Buffer;
@@ -63,69 +83,71 @@ let next = 0;
 const admitBody = () => pool[next++ % pool.length] as Buffer;
 const emptyBody = () => Buffer.alloc(0);
 
-const tsx = [process.execPath, "--import", "tsx"];
+const tsx = ["--import", "tsx"];
+const serve = ["bin/envelope.js", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+const capabilities = "/envelope.v1.AdmissionService/GetCapabilities";
+const admit = "/envelope.v1.AdmissionService/Admit";
 const scenarios: Scenario[] = [
   {
     name: "floor-grpc-js",
     description: "empty unary on a bare @grpc/grpc-js server",
-    start: () => spawn(tsx[0] as string, [...tsx.slice(1), "bench/floor-server.ts", "grpc-js"], { cwd: root }),
+    transport: "grpc",
+    command: [...tsx, "bench/floor-server.ts", "grpc-js"],
     ready: /listening (\d+)/,
-    path: "/envelope.v1.AdmissionService/GetCapabilities",
+    path: capabilities,
     body: emptyBody,
   },
   {
     name: "floor-grpc-js-payload",
     description:
-      "bare @grpc/grpc-js server answering Admit's request bytes with a fixed 940-byte response: Admit's payload, no work",
-    start: () => spawn(tsx[0] as string, [...tsx.slice(1), "bench/floor-server.ts", "grpc-js-payload"], { cwd: root }),
+      "bare @grpc/grpc-js server answering Admit's request bytes with 940 fixed bytes: Admit's payload, no work",
+    transport: "grpc",
+    command: [...tsx, "bench/floor-server.ts", "grpc-js-payload"],
     ready: /listening (\d+)/,
-    path: "/envelope.v1.AdmissionService/GetCapabilities",
+    path: capabilities,
     body: admitBody,
   },
   {
     name: "floor-connect-node",
     description: "empty unary on a bare connect-node HTTP/2 server (gRPC protocol)",
-    start: () => spawn(tsx[0] as string, [...tsx.slice(1), "bench/floor-server.ts", "connect-node"], { cwd: root }),
+    transport: "grpc",
+    command: [...tsx, "bench/floor-server.ts", "connect-node"],
     ready: /listening (\d+)/,
-    path: "/envelope.v1.AdmissionService/GetCapabilities",
+    path: capabilities,
     body: emptyBody,
   },
   {
     name: "admit-grpc-port",
     description: "Admit with the sample request on Envelope's gRPC port (@grpc/grpc-js)",
-    start: () =>
-      spawn(
-        process.execPath,
-        ["bin/envelope.js", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-        { cwd: root },
-      ),
+    transport: "grpc",
+    command: serve,
     ready: /"grpc":"127\.0\.0\.1:(\d+)"/,
-    path: "/envelope.v1.AdmissionService/Admit",
+    path: admit,
     body: admitBody,
   },
   {
     name: "admit-http-port-grpc",
     description: "Admit with the sample request over gRPC on Envelope's HTTP port (connect-node)",
-    start: () =>
-      spawn(
-        process.execPath,
-        ["bin/envelope.js", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-        { cwd: root },
-      ),
+    transport: "grpc-h2c-http-port",
+    command: serve,
     ready: /"http":"127\.0\.0\.1:(\d+)"/,
-    path: "/envelope.v1.AdmissionService/Admit",
+    path: admit,
     body: admitBody,
   },
 ];
 
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
-  return ticks / 100; // USER_HZ is 100 on Linux
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ = 100
 }
 
-async function startServer(s: Scenario): Promise<{ child: ChildProcess; port: number }> {
-  const child = s.start();
+function peakRssBytes(pid: number): number {
+  const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return Number(kb ?? 0) * 1024;
+}
+
+async function start(s: Scenario): Promise<{ child: ChildProcess; client: grpc.Client }> {
+  const child = spawn(process.execPath, [...s.command], { cwd: root });
   const port = await new Promise<number>((resolve, reject) => {
     let seen = "";
     const onData = (d: Buffer) => {
@@ -137,152 +159,154 @@ async function startServer(s: Scenario): Promise<{ child: ChildProcess; port: nu
     child.stderr?.on("data", onData);
     child.once("exit", (code) => reject(new Error(`${s.name} server exited (${code}): ${seen}`)));
   });
-  return { child, port };
+  return { child, client: new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) };
 }
 
-interface Run {
-  calls: number;
-  errors: number;
-  seconds: number;
-  latenciesUs: number[];
-  serverCpuSeconds: number;
-}
-
-async function drive(s: Scenario, port: number, pid: number, durationS: number, measure: boolean): Promise<Run> {
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const passThrough = (b: Buffer) => b;
-  const latenciesUs: number[] = [];
-  let calls = 0;
-  let errors = 0;
-  const cpu0 = cpuSeconds(pid);
-  const t0 = performance.now();
-  const end = t0 + durationS * 1000;
-  const worker = () =>
-    new Promise<void>((resolve) => {
-      const one = () => {
-        if (performance.now() >= end) return resolve();
-        const started = performance.now();
-        client.makeUnaryRequest(s.path, passThrough, passThrough, s.body(), (err) => {
-          if (err) errors++;
-          else calls++;
-          if (measure) latenciesUs.push(Math.round((performance.now() - started) * 1000));
-          one();
-        });
-      };
-      one();
-    });
-  await Promise.all(Array.from({ length: inflight }, worker));
-  const elapsed = (performance.now() - t0) / 1000;
-  const serverCpuSeconds = cpuSeconds(pid) - cpu0;
-  client.close();
-  return { calls, errors, seconds: elapsed, latenciesUs, serverCpuSeconds };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-}
-
-// All servers run at once and the load moves between them in short slices, round after round, so
-// that the machine's drift (it is shared) lands on every scenario alike.
-const running = await Promise.all(scenarios.map(async (s) => ({ s, ...(await startServer(s)) })));
-for (const { s, child, port } of running) await drive(s, port, child.pid as number, warmupSeconds, false);
 interface Totals {
-  throughput: number[];
-  cpuUsPerCall: number[];
-  latenciesUs: number[];
-  errors: number;
+  ttft: hdr.Histogram;
+  e2e: hdr.Histogram;
+  rounds: ScenarioResult[];
 }
-const results: Record<string, Totals> = {};
+
+const running = await Promise.all(scenarios.map(async (s) => ({ s, ...(await start(s)) })));
+for (const { s, client } of running) {
+  await runClosedLoop({
+    concurrency: inflight,
+    durationMs: warmupSeconds * 1000,
+    call: grpcUnaryCall(client, s.path, s.body),
+  });
+}
+const totals = new Map<string, Totals>(
+  scenarios.map((s) => [s.name, { ttft: latencyHistogram(), e2e: latencyHistogram(), rounds: [] }]),
+);
 for (let round = 1; round <= rounds; round++) {
-  for (const { s, child, port } of running) {
-    const r = await drive(s, port, child.pid as number, seconds, true);
-    results[s.name] ??= { throughput: [], cpuUsPerCall: [], latenciesUs: [], errors: 0 };
-    const entry = results[s.name] as Totals;
-    entry.throughput.push(r.calls / r.seconds);
-    entry.cpuUsPerCall.push((r.serverCpuSeconds * 1e6) / Math.max(1, r.calls));
-    for (const l of r.latenciesUs) entry.latenciesUs.push(l);
-    entry.errors += r.errors;
+  for (const { s, child, client } of running) {
+    const serverCpu0 = cpuSeconds(child.pid as number);
+    const clientCpu0 = process.cpuUsage();
+    const r = await runClosedLoop({
+      concurrency: inflight,
+      durationMs: seconds * 1000,
+      call: grpcUnaryCall(client, s.path, s.body),
+    });
+    const clientCpu = process.cpuUsage(clientCpu0);
+    const serverCpu = cpuSeconds(child.pid as number) - serverCpu0;
+    const t = totals.get(s.name) as Totals;
+    t.ttft.add(r.ttft);
+    t.e2e.add(r.e2e);
+    const calls = Math.max(1, r.completed);
+    t.rounds.push(
+      create(ScenarioResultSchema, {
+        scenario: s.name,
+        transport: s.transport,
+        loadModel: "closed",
+        repetition: round,
+        concurrency: inflight,
+        achievedRate: r.completed / r.elapsedSeconds,
+        completed: r.completed,
+        errors: r.errors === 0 ? {} : { unavailable: r.errors },
+        errorRate: r.errors / Math.max(1, r.completed + r.errors),
+        durationSeconds: r.elapsedSeconds,
+        serverCpuUsPerCall: (serverCpu * 1e6) / calls,
+        clientCpuUsPerCall: (clientCpu.user + clientCpu.system) / calls,
+      }),
+    );
   }
   process.stderr.write(`round ${round}/${rounds} done\n`);
 }
-for (const { child } of running) child.kill("SIGKILL");
 
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const summary = Object.fromEntries(
-  Object.entries(results).map(([name, r]) => [
-    name,
-    {
-      throughputPerRound: r.throughput.map(Math.round),
-      meanThroughput: Math.round(mean(r.throughput)),
-      meanServerCpuUsPerCall: Math.round(mean(r.cpuUsPerCall)),
-      p50Us: percentile(
-        r.latenciesUs.sort((a, b) => a - b),
-        50,
-      ),
-      p99Us: percentile(r.latenciesUs, 99),
-      errors: r.errors,
-    },
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+const results: ScenarioResult[] = [];
+const artifacts: Artifact[] = [];
+const summary = new Map<string, { throughput: number; serverCpu: number; p99: number }>();
+for (const { s, child } of running) {
+  const t = totals.get(s.name) as Totals;
+  const throughput = mean(t.rounds.map((r) => r.achievedRate ?? 0));
+  const serverCpu = mean(t.rounds.map((r) => r.serverCpuUsPerCall ?? 0));
+  const completed = t.rounds.reduce((a, r) => a + (r.completed ?? 0), 0);
+  const errors = t.rounds.reduce((a, r) => a + Object.values(r.errors).reduce((x, y) => x + y, 0), 0);
+  artifacts.push(histogramArtifact(`${s.name}.ttft`, t.ttft), histogramArtifact(`${s.name}.e2e`, t.e2e));
+  results.push(
+    create(ScenarioResultSchema, {
+      scenario: s.name,
+      description: s.description,
+      transport: s.transport,
+      loadModel: "closed",
+      concurrency: inflight,
+      achievedRate: throughput,
+      completed,
+      errors: errors === 0 ? {} : { unavailable: errors },
+      errorRate: errors / Math.max(1, completed + errors),
+      durationSeconds: t.rounds.reduce((a, r) => a + (r.durationSeconds ?? 0), 0),
+      ttftUs: percentilesOf(t.ttft),
+      e2eUs: percentilesOf(t.e2e),
+      ttftArtifact: `${s.name}.ttft`,
+      e2eArtifact: `${s.name}.e2e`,
+      serverCpuUsPerCall: serverCpu,
+      clientCpuUsPerCall: mean(t.rounds.map((r) => r.clientCpuUsPerCall ?? 0)),
+      serverPeakRssBytes: peakRssBytes(child.pid as number),
+    }),
+    ...t.rounds,
+  );
+  summary.set(s.name, { throughput, serverCpu, p99: t.e2e.getValueAtPercentile(99) });
+}
+for (const { child, client } of running) {
+  client.close();
+  child.kill("SIGKILL");
+}
+
+const of = (name: string) => summary.get(name) ?? { throughput: 0, serverCpu: 0, p99: 0 };
+const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+const admitOverFloor = ratio(of("admit-grpc-port").throughput, of("floor-grpc-js").throughput);
+const totalErrors = results.filter((r) => r.repetition === undefined).reduce((a, r) => a + (r.errorRate ?? 0), 0);
+const check = (name: string, observed: number, comparison: "<=" | ">=", threshold: number) => ({
+  name,
+  observed,
+  comparison,
+  threshold,
+  passed: comparison === "<=" ? observed <= threshold : observed >= threshold,
+});
+
+const disclosure = create(BenchmarkDisclosureSchema, {
+  reviewedAtUtc: timestampNow(),
+  format: disclosureFormat,
+  hardware: describeHardware(),
+  software: describeSoftware(root, [
+    "@grpc/grpc-js",
+    "@connectrpc/connect",
+    "@connectrpc/connect-node",
+    "@bufbuild/protobuf",
+    "@bufbuild/protovalidate",
+    "hdr-histogram-js",
   ]),
-);
-const ratio = (a: string, b: string, key: "meanThroughput" | "meanServerCpuUsPerCall" | "p99Us") =>
-  Number(((summary[a]?.[key] ?? 0) / (summary[b]?.[key] ?? 1)).toFixed(3));
-const ratios = {
-  admitGrpcPortThroughputOverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanThroughput"),
-  admitGrpcPortP99OverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "p99Us"),
-  admitGrpcPortThroughputOverPayloadFloor: ratio("admit-grpc-port", "floor-grpc-js-payload", "meanThroughput"),
-  payloadFloorThroughputOverFloorGrpcJs: ratio("floor-grpc-js-payload", "floor-grpc-js", "meanThroughput"),
-  admitGrpcPortCpuOverFloorGrpcJs: ratio("admit-grpc-port", "floor-grpc-js", "meanServerCpuUsPerCall"),
-  floorConnectNodeCpuOverFloorGrpcJs: ratio("floor-connect-node", "floor-grpc-js", "meanServerCpuUsPerCall"),
-  admitHttpPortCpuOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanServerCpuUsPerCall"),
-  admitHttpPortThroughputOverAdmitGrpcPort: ratio("admit-http-port-grpc", "admit-grpc-port", "meanThroughput"),
-};
-
-const git = (args: string[]) => execFileSync("git", args, { cwd: root, encoding: "utf8" }).trim();
-const lock = JSON.parse(readFileSync(new URL("../package-lock.json", import.meta.url), "utf8")) as {
-  packages: Record<string, { version?: string }>;
-};
-const versionOf = (name: string) => lock.packages[`node_modules/${name}`]?.version ?? "unknown";
-const record = {
-  disclosure: {
-    reviewedAtUtc: new Date().toISOString(),
-    hardware: {
-      device: os.cpus()[0]?.model ?? "unknown",
-      count: os.cpus().length,
-      topology: `${os.cpus().length} logical CPUs, ${Math.round(os.totalmem() / 2 ** 30)} GiB; client and server on the same host`,
-    },
-    software: {
-      os: `${os.type()} ${os.release()}`,
-      runtime: `Node ${process.versions.node} (V8 ${process.versions.v8})`,
-    },
-    workload: {
-      arrival: `closed loop, ${inflight} calls in flight from one @grpc/grpc-js client`,
-      concurrencyMax: inflight,
-    },
-    method: {
-      warmupRequests: 0,
-      durationSeconds: seconds,
-      repetitions: rounds,
-      externalLoadGenerator: false,
-    },
-    metrics: ["throughput", "E2E p50", "E2E p99", "server CPU per call", "errors"],
+  workload: {
+    arrival: `closed loop, ${inflight} calls in flight from one @grpc/grpc-js client`,
+    concurrencyMax: inflight,
+    requestFixtureSha256: sha256(readFileSync(fixturePath)),
   },
-  binding: {
-    gitRevision: git(["rev-parse", "HEAD"]),
-    gitDirty: git(["status", "--porcelain"]) !== "",
-    packages: Object.fromEntries(
-      ["@grpc/grpc-js", "@connectrpc/connect-node", "@bufbuild/protobuf", "@bufbuild/protovalidate"].map((n) => [
-        n,
-        versionOf(n),
-      ]),
-    ),
-    requestFixtureSha256: createHash("sha256").update(readFileSync(fixturePath)).digest("hex"),
+  method: {
+    durationSeconds: seconds,
+    repetitions: rounds,
     warmupSeconds,
+    externalLoadGenerator: false,
+    loadGenerator:
+      "same host as the servers, sharing all cores; all servers running, load moved between them in slices",
+    coordinatedOmission: "not applicable: closed loop, measured from each call's actual send (saturation throughput)",
     command: `tsx bench/quick-admit.ts --seconds ${seconds} --warmup ${warmupSeconds} --rounds ${rounds} --inflight ${inflight}`,
-    scenarios: Object.fromEntries(scenarios.map((s) => [s.name, s.description])),
   },
-  results: summary,
-  ratios,
-};
-const json = `${JSON.stringify(record, null, 2)}\n`;
+  metrics: ["throughput", "TTFT", "E2E", "errors", "server CPU per call", "client CPU per call", "server peak RSS"],
+  results,
+  artifacts,
+  qualityChecks: [
+    check("error rate, all scenarios", totalErrors, "<=", 0),
+    check("Admit (gRPC port) throughput / empty unary on bare grpc-js (issue 2 target)", admitOverFloor, ">=", 0.8),
+  ],
+});
+
+const json = `${toJsonString(BenchmarkDisclosureSchema, disclosure, { prettySpaces: 2 })}\n`;
 if (flags.out) writeFileSync(flags.out, json);
-process.stdout.write(json);
+else process.stdout.write(json);
+process.stderr.write(
+  `${[...summary].map(([n, v]) => `${n.padEnd(24)} ${v.throughput.toFixed(0).padStart(6)} calls/s  server ${v.serverCpu.toFixed(0)} us/call  p99 ${v.p99} us`).join("\n")}\n` +
+    `admit/floor throughput ${admitOverFloor}; admit/payload-floor ${ratio(of("admit-grpc-port").throughput, of("floor-grpc-js-payload").throughput)}; ` +
+    `admit/floor p99 ${ratio(of("admit-grpc-port").p99, of("floor-grpc-js").p99)}; connect-node/grpc-js floor CPU ${ratio(of("floor-connect-node").serverCpu, of("floor-grpc-js").serverCpu)}\n`,
+);

@@ -7,13 +7,9 @@ import type { EnvelopeConfig } from "./config/config.js";
 import { ConfigError, isLoopback } from "./config/config.js";
 import type { AdmissionConfig } from "./core/admit.js";
 import { AdmissionService } from "./gen/envelope/v1/admission_service_pb.js";
-import { file_envelope_v1_benchmark_disclosure } from "./gen/envelope/v1/benchmark_disclosure_pb.js";
-import { file_envelope_v1_decision_record } from "./gen/envelope/v1/decision_record_pb.js";
-import { file_envelope_v1_error } from "./gen/envelope/v1/error_pb.js";
-import { file_envelope_v1_runtime_response } from "./gen/envelope/v1/runtime_response_pb.js";
-import { file_envelope_v1_trace_event } from "./gen/envelope/v1/trace_event_pb.js";
 import { Health } from "./gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
+import { contractFiles } from "./schema.js";
 import { createAdmissionService, type EnvelopeRecorder } from "./service/admission-service.js";
 import type { Logger } from "./telemetry/log.js";
 import { createConnectHandlers } from "./transport/connect-routes.js";
@@ -46,15 +42,6 @@ export const features = Object.freeze([
   "grpc.health.v1",
   "grpc.reflection.v1",
   "http.health",
-]);
-
-/** Every artifact of the contract, described by reflection even where no RPC uses it yet. */
-export const contractFiles = Object.freeze([
-  file_envelope_v1_error,
-  file_envelope_v1_runtime_response,
-  file_envelope_v1_trace_event,
-  file_envelope_v1_benchmark_disclosure,
-  file_envelope_v1_decision_record,
 ]);
 
 export async function startServer(config: EnvelopeConfig, options: StartOptions): Promise<RunningServer> {

@@ -1,11 +1,13 @@
 // The `envelope` command: a dispatcher over subcommands, each with its own --help.
 import type { Command } from "./command.js";
+import { runDisclosure } from "./disclosure.js";
 import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
 
 const commands: Record<string, Command> = {
   serve: runServe,
   validate: runValidate,
+  disclosure: runDisclosure,
 };
 
 const usage = `envelope: admission control plane for AI backends

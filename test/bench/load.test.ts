@@ -3,8 +3,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { grpcUnaryCall } from "../../bench/driver/grpc-call.js";
-import { arrivalSchedule, runClosedLoop, runOpenLoop } from "../../bench/driver/load.js";
+import { grpcUnaryCall } from "../../src/bench/grpc-call.js";
+import { arrivalSchedule, runClosedLoop, runOpenLoop } from "../../src/bench/load.js";
 
 describe("arrival schedules", () => {
   it("spaces constant arrivals evenly at the rate", () => {

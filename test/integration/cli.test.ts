@@ -1,6 +1,6 @@
 // The `envelope` command as users run it: a child process, its exit status, stdout and stderr.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -121,6 +121,21 @@ describe("validate", () => {
     expect(out.code).toBe(0);
     expect(out.stdout).toContain("would grant: tokens=100");
     expect(out.stdout).toContain("GRANT_CLAMPED tokens");
+  });
+});
+
+describe("disclosure verify", () => {
+  it("verifies the committed disclosure, and names what a tampered one gets wrong", async () => {
+    const committed = "disclosures/2026-11-22-quick-admit-grpc.json";
+    const ok = await envelope(["disclosure", "verify", "--max-age-days", "3650", committed]);
+    expect(ok.stdout).toContain("verified");
+    expect(ok.code).toBe(0);
+
+    const json = JSON.parse(readFileSync(new URL(committed, new URL("../../", import.meta.url)), "utf8"));
+    json.results[0].e2eUs.p99 += 1;
+    const out = await envelope(["disclosure", "verify", "--max-age-days", "3650", file("tampered.json", json)]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toMatch(/e2e p99 is reported as \d+, the histogram gives \d+/);
   });
 });
 

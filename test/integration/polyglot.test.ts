@@ -6,14 +6,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { create, type DescFile, fromJson, type JsonObject, toBinary, toJson } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { fromJson, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
 import { ErrorEnvelopeSchema } from "../../src/gen/envelope/v1/error_pb.js";
 import { ExecutionEnvelopeSchema } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import { RuntimeRequestSchema } from "../../src/gen/envelope/v1/runtime_request_pb.js";
-import { contractFiles } from "../../src/server.js";
+import { descriptorSet } from "../../src/schema.js";
 import { freshRequestJson, withField } from "../helpers/requests.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -23,19 +21,7 @@ const client = new URL("../polyglot/admit_client.py", import.meta.url).pathname;
 
 let t: TestServer;
 let dir: string;
-let descriptorSet: string;
-
-/** The schema as a FileDescriptorSet, dependencies before dependents, from the compiled descriptors. */
-function schemaFiles(): Uint8Array {
-  const ordered: DescFile[] = [];
-  const visit = (file: DescFile) => {
-    if (ordered.includes(file)) return;
-    for (const dep of file.dependencies) visit(dep);
-    ordered.push(file);
-  };
-  for (const file of [AdmissionService.file, ...contractFiles]) visit(file);
-  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: ordered.map((f) => f.proto) }));
-}
+let descriptorSetFile: string;
 
 beforeAll(async () => {
   const probe = await run(python, ["-c", "import grpc, google.protobuf"]).then(
@@ -47,8 +33,8 @@ beforeAll(async () => {
   }
   t = await startTestServer();
   dir = mkdtempSync(join(tmpdir(), "envelope-polyglot-"));
-  descriptorSet = join(dir, "envelope.binpb");
-  writeFileSync(descriptorSet, schemaFiles());
+  descriptorSetFile = join(dir, "envelope.binpb");
+  writeFileSync(descriptorSetFile, descriptorSet());
 });
 afterAll(async () => {
   await t?.close();
@@ -63,7 +49,7 @@ async function pythonAdmit(request: JsonObject) {
     "--target",
     t.server.grpcAddress,
     "--descriptor-set",
-    descriptorSet,
+    descriptorSetFile,
     "--request",
     file,
   ]);

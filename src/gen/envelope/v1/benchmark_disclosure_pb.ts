@@ -12,11 +12,15 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envelope/v1/benchmark_disclosure.proto.
  */
 export const file_envelope_v1_benchmark_disclosure: GenFile = /*@__PURE__*/
-  fileDesc("CiZlbnZlbG9wZS92MS9iZW5jaG1hcmtfZGlzY2xvc3VyZS5wcm90bxILZW52ZWxvcGUudjEizgIKE0JlbmNobWFya0Rpc2Nsb3N1cmUSMwoPcmV2aWV3ZWRfYXRfdXRjGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVtb2RlbBgCIAEoCzIbLmVudmVsb3BlLnYxLk1vZGVsVW5kZXJUZXN0EicKCGhhcmR3YXJlGAMgASgLMhUuZW52ZWxvcGUudjEuSGFyZHdhcmUSJwoIc29mdHdhcmUYBCABKAsyFS5lbnZlbG9wZS52MS5Tb2Z0d2FyZRInCgh3b3JrbG9hZBgFIAEoCzIVLmVudmVsb3BlLnYxLldvcmtsb2FkEiMKBm1ldGhvZBgGIAEoCzITLmVudmVsb3BlLnYxLk1ldGhvZBIPCgdtZXRyaWNzGAcgAygJEiUKB3F1YWxpdHkYCCABKAsyFC5lbnZlbG9wZS52MS5RdWFsaXR5IlYKDk1vZGVsVW5kZXJUZXN0EgwKBG5hbWUYASABKAkSEAoIcmV2aXNpb24YAiABKAkSEQoJdG9rZW5pemVyGAMgASgJEhEKCXByZWNpc2lvbhgEIAEoCSJeCghIYXJkd2FyZRIOCgZkZXZpY2UYASABKAkSEgoFY291bnQYAiABKAVIAIgBARIQCgh0b3BvbG9neRgDIAEoCRISCgpwb3dlcl9tb2RlGAQgASgJQggKBl9jb3VudCJRCghTb2Z0d2FyZRIKCgJvcxgBIAEoCRIOCgZkcml2ZXIYAiABKAkSDwoHcnVudGltZRgDIAEoCRIYChBjb250YWluZXJfZGlnZXN0GAQgASgJItEBCghXb3JrbG9hZBI1Cg1wcm9tcHRfdG9rZW5zGAEgASgLMh4uZW52ZWxvcGUudjEuVG9rZW5EaXN0cmlidXRpb24SNQoNb3V0cHV0X3Rva2VucxgCIAEoCzIeLmVudmVsb3BlLnYxLlRva2VuRGlzdHJpYnV0aW9uEg8KB2Fycml2YWwYAyABKAkSHAoPY29uY3VycmVuY3lfbWF4GAQgASgFSACIAQESFAoMcHJlZml4X2NhY2hlGAUgASgJQhIKEF9jb25jdXJyZW5jeV9tYXgiRwoRVG9rZW5EaXN0cmlidXRpb24SEAoDcDUwGAEgASgFSACIAQESEAoDcDk1GAIgASgFSAGIAQFCBgoEX3A1MEIGCgRfcDk1ItoBCgZNZXRob2QSHAoPd2FybXVwX3JlcXVlc3RzGAEgASgFSACIAQESHQoQZHVyYXRpb25fc2Vjb25kcxgCIAEoAUgBiAEBEhgKC3JlcGV0aXRpb25zGAMgASgFSAKIAQESJAoXZXh0ZXJuYWxfbG9hZF9nZW5lcmF0b3IYBCABKAhIA4gBAUISChBfd2FybXVwX3JlcXVlc3RzQhMKEV9kdXJhdGlvbl9zZWNvbmRzQg4KDF9yZXBldGl0aW9uc0IaChhfZXh0ZXJuYWxfbG9hZF9nZW5lcmF0b3IiYwoHUXVhbGl0eRIPCgdkYXRhc2V0GAEgASgJEhEKCWV2YWx1YXRvchgCIAEoCRIeChFtaW5pbXVtX3Bhc3NfcmF0ZRgDIAEoAUgAiAEBQhQKEl9taW5pbXVtX3Bhc3NfcmF0ZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiZlbnZlbG9wZS92MS9iZW5jaG1hcmtfZGlzY2xvc3VyZS5wcm90bxILZW52ZWxvcGUudjEi6QMKE0JlbmNobWFya0Rpc2Nsb3N1cmUSMwoPcmV2aWV3ZWRfYXRfdXRjGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVtb2RlbBgCIAEoCzIbLmVudmVsb3BlLnYxLk1vZGVsVW5kZXJUZXN0EicKCGhhcmR3YXJlGAMgASgLMhUuZW52ZWxvcGUudjEuSGFyZHdhcmUSJwoIc29mdHdhcmUYBCABKAsyFS5lbnZlbG9wZS52MS5Tb2Z0d2FyZRInCgh3b3JrbG9hZBgFIAEoCzIVLmVudmVsb3BlLnYxLldvcmtsb2FkEiMKBm1ldGhvZBgGIAEoCzITLmVudmVsb3BlLnYxLk1ldGhvZBIPCgdtZXRyaWNzGAcgAygJEiUKB3F1YWxpdHkYCCABKAsyFC5lbnZlbG9wZS52MS5RdWFsaXR5Eg4KBmZvcm1hdBgJIAEoCRIsCgdyZXN1bHRzGAogAygLMhsuZW52ZWxvcGUudjEuU2NlbmFyaW9SZXN1bHQSKAoJYXJ0aWZhY3RzGAsgAygLMhUuZW52ZWxvcGUudjEuQXJ0aWZhY3QSMQoOcXVhbGl0eV9jaGVja3MYDCADKAsyGS5lbnZlbG9wZS52MS5RdWFsaXR5Q2hlY2siVgoOTW9kZWxVbmRlclRlc3QSDAoEbmFtZRgBIAEoCRIQCghyZXZpc2lvbhgCIAEoCRIRCgl0b2tlbml6ZXIYAyABKAkSEQoJcHJlY2lzaW9uGAQgASgJIoECCghIYXJkd2FyZRIOCgZkZXZpY2UYASABKAkSEgoFY291bnQYAiABKAVIAIgBARIQCgh0b3BvbG9neRgDIAEoCRISCgpwb3dlcl9tb2RlGAQgASgJEhEKCWNwdV9tb2RlbBgFIAEoCRIZCgxsb2dpY2FsX2NwdXMYBiABKAVIAYgBARIUCgdjcHVfbWh6GAcgASgBSAKIAQESFwoKbWVtb3J5X2dpYhgIIAEoAUgDiAEBEhgKEGNncm91cF9jcHVfbGltaXQYCSABKAlCCAoGX2NvdW50Qg8KDV9sb2dpY2FsX2NwdXNCCgoIX2NwdV9taHpCDQoLX21lbW9yeV9naWIiuwMKCFNvZnR3YXJlEgoKAm9zGAEgASgJEg4KBmRyaXZlchgCIAEoCRIPCgdydW50aW1lGAMgASgJEhgKEGNvbnRhaW5lcl9kaWdlc3QYBCABKAkSDgoGa2VybmVsGAUgASgJEkQKEHJ1bnRpbWVfdmVyc2lvbnMYBiADKAsyKi5lbnZlbG9wZS52MS5Tb2Z0d2FyZS5SdW50aW1lVmVyc2lvbnNFbnRyeRI1CghwYWNrYWdlcxgHIAMoCzIjLmVudmVsb3BlLnYxLlNvZnR3YXJlLlBhY2thZ2VzRW50cnkSFAoMZ2l0X3JldmlzaW9uGAggASgJEhYKCWdpdF9kaXJ0eRgJIAEoCEgAiAEBEhcKD2xvY2tmaWxlX3NoYTI1NhgKIAEoCRIdChVkZXNjcmlwdG9yX3NldF9zaGEyNTYYCyABKAkaNgoUUnVudGltZVZlcnNpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1QYWNrYWdlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDAoKX2dpdF9kaXJ0eSKbAgoIV29ya2xvYWQSNQoNcHJvbXB0X3Rva2VucxgBIAEoCzIeLmVudmVsb3BlLnYxLlRva2VuRGlzdHJpYnV0aW9uEjUKDW91dHB1dF90b2tlbnMYAiABKAsyHi5lbnZlbG9wZS52MS5Ub2tlbkRpc3RyaWJ1dGlvbhIPCgdhcnJpdmFsGAMgASgJEhwKD2NvbmN1cnJlbmN5X21heBgEIAEoBUgAiAEBEhQKDHByZWZpeF9jYWNoZRgFIAEoCRIeChZyZXF1ZXN0X2ZpeHR1cmVfc2hhMjU2GAYgASgJEhgKC3JhbmRvbV9zZWVkGAcgASgFSAGIAQFCEgoQX2NvbmN1cnJlbmN5X21heEIOCgxfcmFuZG9tX3NlZWQiRwoRVG9rZW5EaXN0cmlidXRpb24SEAoDcDUwGAEgASgFSACIAQESEAoDcDk1GAIgASgFSAGIAQFCBgoEX3A1MEIGCgRfcDk1ItECCgZNZXRob2QSHAoPd2FybXVwX3JlcXVlc3RzGAEgASgFSACIAQESHQoQZHVyYXRpb25fc2Vjb25kcxgCIAEoAUgBiAEBEhgKC3JlcGV0aXRpb25zGAMgASgFSAKIAQESJAoXZXh0ZXJuYWxfbG9hZF9nZW5lcmF0b3IYBCABKAhIA4gBARIWCg5sb2FkX2dlbmVyYXRvchgFIAEoCRIcChRjb29yZGluYXRlZF9vbWlzc2lvbhgGIAEoCRIbCg53YXJtdXBfc2Vjb25kcxgHIAEoAUgEiAEBEg8KB2NvbW1hbmQYCCABKAlCEgoQX3dhcm11cF9yZXF1ZXN0c0ITChFfZHVyYXRpb25fc2Vjb25kc0IOCgxfcmVwZXRpdGlvbnNCGgoYX2V4dGVybmFsX2xvYWRfZ2VuZXJhdG9yQhEKD193YXJtdXBfc2Vjb25kcyKABwoOU2NlbmFyaW9SZXN1bHQSEAoIc2NlbmFyaW8YASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEQoJdHJhbnNwb3J0GAMgASgJEhIKCmxvYWRfbW9kZWwYBCABKAkSFwoKcmVwZXRpdGlvbhgFIAEoBUgAiAEBEhgKC2NvbmN1cnJlbmN5GAYgASgFSAGIAQESGAoLdGFyZ2V0X3JhdGUYByABKAFIAogBARIaCg1hY2hpZXZlZF9yYXRlGAggASgBSAOIAQESFgoJc2NoZWR1bGVkGAkgASgBSASIAQESFgoJY29tcGxldGVkGAogASgBSAWIAQESFwoKbGF0ZV9zZW5kcxgLIAEoAUgGiAEBEjcKBmVycm9ycxgMIAMoCzInLmVudmVsb3BlLnYxLlNjZW5hcmlvUmVzdWx0LkVycm9yc0VudHJ5EhcKCmVycm9yX3JhdGUYDSABKAFIB4gBARIdChBkdXJhdGlvbl9zZWNvbmRzGA4gASgBSAiIAQESKQoHdHRmdF91cxgPIAEoCzIYLmVudmVsb3BlLnYxLlBlcmNlbnRpbGVzEigKBmUyZV91cxgQIAEoCzIYLmVudmVsb3BlLnYxLlBlcmNlbnRpbGVzEhUKDXR0ZnRfYXJ0aWZhY3QYESABKAkSFAoMZTJlX2FydGlmYWN0GBIgASgJEiMKFmNsaWVudF9jcHVfdXNfcGVyX2NhbGwYEyABKAFICYgBARIjChZzZXJ2ZXJfY3B1X3VzX3Blcl9jYWxsGBQgASgBSAqIAQESIgoVc2VydmVyX3BlYWtfcnNzX2J5dGVzGBUgASgBSAuIAQEaLQoLRXJyb3JzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUINCgtfcmVwZXRpdGlvbkIOCgxfY29uY3VycmVuY3lCDgoMX3RhcmdldF9yYXRlQhAKDl9hY2hpZXZlZF9yYXRlQgwKCl9zY2hlZHVsZWRCDAoKX2NvbXBsZXRlZEINCgtfbGF0ZV9zZW5kc0INCgtfZXJyb3JfcmF0ZUITChFfZHVyYXRpb25fc2Vjb25kc0IZChdfY2xpZW50X2NwdV91c19wZXJfY2FsbEIZChdfc2VydmVyX2NwdV91c19wZXJfY2FsbEIYChZfc2VydmVyX3BlYWtfcnNzX2J5dGVzIq8BCgtQZXJjZW50aWxlcxIQCgNwNTAYASABKAFIAIgBARIQCgNwOTAYAiABKAFIAYgBARIQCgNwOTkYAyABKAFIAogBARIRCgRwOTk5GAQgASgBSAOIAQESEAoDbWF4GAUgASgBSASIAQESEgoFY291bnQYBiABKAFIBYgBAUIGCgRfcDUwQgYKBF9wOTBCBgoEX3A5OUIHCgVfcDk5OUIGCgRfbWF4QggKBl9jb3VudCJNCghBcnRpZmFjdBIMCgRuYW1lGAEgASgJEhIKCm1lZGlhX3R5cGUYAiABKAkSDgoGc2hhMjU2GAMgASgJEg8KB2NvbnRlbnQYBCABKAkimgEKDFF1YWxpdHlDaGVjaxIMCgRuYW1lGAEgASgJEhYKCXRocmVzaG9sZBgCIAEoAUgAiAEBEhUKCG9ic2VydmVkGAMgASgBSAGIAQESEwoGcGFzc2VkGAQgASgISAKIAQESEgoKY29tcGFyaXNvbhgFIAEoCUIMCgpfdGhyZXNob2xkQgsKCV9vYnNlcnZlZEIJCgdfcGFzc2VkImMKB1F1YWxpdHkSDwoHZGF0YXNldBgBIAEoCRIRCglldmFsdWF0b3IYAiABKAkSHgoRbWluaW11bV9wYXNzX3JhdGUYAyABKAFIAIgBAUIUChJfbWluaW11bV9wYXNzX3JhdGViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * BenchmarkDisclosure binds a performance claim to the exact conditions that produced it: model,
  * hardware, software, workload, method, metrics, cache and warmup, quality, and review date.
+ *
+ * Fields 9 and up are Envelope's additions (additive to the contract's artifact): the results per
+ * scenario and the raw histograms they were computed from, with hashes, so that anyone can recompute
+ * every figure (`envelope disclosure verify`).
  *
  * @generated from message envelope.v1.BenchmarkDisclosure
  */
@@ -62,6 +66,30 @@ export type BenchmarkDisclosure = Message<"envelope.v1.BenchmarkDisclosure"> & {
    * @generated from field: envelope.v1.Quality quality = 8;
    */
   quality?: Quality | undefined;
+
+  /**
+   * Identifies the layout of fields 9 and up, e.g. "envelope.bench/1".
+   *
+   * @generated from field: string format = 9;
+   */
+  format: string;
+
+  /**
+   * @generated from field: repeated envelope.v1.ScenarioResult results = 10;
+   */
+  results: ScenarioResult[];
+
+  /**
+   * Raw data behind the results, each with its SHA-256.
+   *
+   * @generated from field: repeated envelope.v1.Artifact artifacts = 11;
+   */
+  artifacts: Artifact[];
+
+  /**
+   * @generated from field: repeated envelope.v1.QualityCheck quality_checks = 12;
+   */
+  qualityChecks: QualityCheck[];
 };
 
 /**
@@ -126,6 +154,33 @@ export type Hardware = Message<"envelope.v1.Hardware"> & {
    * @generated from field: string power_mode = 4;
    */
   powerMode: string;
+
+  /**
+   * @generated from field: string cpu_model = 5;
+   */
+  cpuModel: string;
+
+  /**
+   * @generated from field: optional int32 logical_cpus = 6;
+   */
+  logicalCpus?: number | undefined;
+
+  /**
+   * @generated from field: optional double cpu_mhz = 7;
+   */
+  cpuMhz?: number | undefined;
+
+  /**
+   * @generated from field: optional double memory_gib = 8;
+   */
+  memoryGib?: number | undefined;
+
+  /**
+   * The cgroup's CPU quota as read (cpu.max), e.g. "max 100000".
+   *
+   * @generated from field: string cgroup_cpu_limit = 9;
+   */
+  cgroupCpuLimit: string;
 };
 
 /**
@@ -158,6 +213,47 @@ export type Software = Message<"envelope.v1.Software"> & {
    * @generated from field: string container_digest = 4;
    */
   containerDigest: string;
+
+  /**
+   * @generated from field: string kernel = 5;
+   */
+  kernel: string;
+
+  /**
+   * Versions of the runtime's parts, e.g. {"node": "20.20.2", "v8": "...", "openssl": "..."}.
+   *
+   * @generated from field: map<string, string> runtime_versions = 6;
+   */
+  runtimeVersions: { [key: string]: string };
+
+  /**
+   * Versions of the project's key packages, from the lockfile.
+   *
+   * @generated from field: map<string, string> packages = 7;
+   */
+  packages: { [key: string]: string };
+
+  /**
+   * @generated from field: string git_revision = 8;
+   */
+  gitRevision: string;
+
+  /**
+   * Whether the work tree had uncommitted changes: such a run cannot be reproduced from git.
+   *
+   * @generated from field: optional bool git_dirty = 9;
+   */
+  gitDirty?: boolean | undefined;
+
+  /**
+   * @generated from field: string lockfile_sha256 = 10;
+   */
+  lockfileSha256: string;
+
+  /**
+   * @generated from field: string descriptor_set_sha256 = 11;
+   */
+  descriptorSetSha256: string;
 };
 
 /**
@@ -197,6 +293,16 @@ export type Workload = Message<"envelope.v1.Workload"> & {
    * @generated from field: string prefix_cache = 5;
    */
   prefixCache: string;
+
+  /**
+   * @generated from field: string request_fixture_sha256 = 6;
+   */
+  requestFixtureSha256: string;
+
+  /**
+   * @generated from field: optional int32 random_seed = 7;
+   */
+  randomSeed?: number | undefined;
 };
 
 /**
@@ -251,6 +357,32 @@ export type Method = Message<"envelope.v1.Method"> & {
    * @generated from field: optional bool external_load_generator = 4;
    */
   externalLoadGenerator?: boolean | undefined;
+
+  /**
+   * Where the load generator ran, e.g. "same host, sharing all cores with the server".
+   *
+   * @generated from field: string load_generator = 5;
+   */
+  loadGenerator: string;
+
+  /**
+   * How coordinated omission is avoided, e.g. "open loop timed from intended send times".
+   *
+   * @generated from field: string coordinated_omission = 6;
+   */
+  coordinatedOmission: string;
+
+  /**
+   * @generated from field: optional double warmup_seconds = 7;
+   */
+  warmupSeconds?: number | undefined;
+
+  /**
+   * The command that produced the disclosure.
+   *
+   * @generated from field: string command = 8;
+   */
+  command: string;
 };
 
 /**
@@ -259,6 +391,254 @@ export type Method = Message<"envelope.v1.Method"> & {
  */
 export const MethodSchema: GenMessage<Method> = /*@__PURE__*/
   messageDesc(file_envelope_v1_benchmark_disclosure, 6);
+
+/**
+ * ScenarioResult is one scenario in one repetition.
+ *
+ * @generated from message envelope.v1.ScenarioResult
+ */
+export type ScenarioResult = Message<"envelope.v1.ScenarioResult"> & {
+  /**
+   * @generated from field: string scenario = 1;
+   */
+  scenario: string;
+
+  /**
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * e.g. "grpc", "connect-json-http1".
+   *
+   * @generated from field: string transport = 3;
+   */
+  transport: string;
+
+  /**
+   * "open" or "closed".
+   *
+   * @generated from field: string load_model = 4;
+   */
+  loadModel: string;
+
+  /**
+   * @generated from field: optional int32 repetition = 5;
+   */
+  repetition?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 concurrency = 6;
+   */
+  concurrency?: number | undefined;
+
+  /**
+   * @generated from field: optional double target_rate = 7;
+   */
+  targetRate?: number | undefined;
+
+  /**
+   * @generated from field: optional double achieved_rate = 8;
+   */
+  achievedRate?: number | undefined;
+
+  /**
+   * @generated from field: optional double scheduled = 9;
+   */
+  scheduled?: number | undefined;
+
+  /**
+   * @generated from field: optional double completed = 10;
+   */
+  completed?: number | undefined;
+
+  /**
+   * @generated from field: optional double late_sends = 11;
+   */
+  lateSends?: number | undefined;
+
+  /**
+   * Failed calls by error category; errors never drop out of the figures.
+   *
+   * @generated from field: map<string, double> errors = 12;
+   */
+  errors: { [key: string]: number };
+
+  /**
+   * @generated from field: optional double error_rate = 13;
+   */
+  errorRate?: number | undefined;
+
+  /**
+   * @generated from field: optional double duration_seconds = 14;
+   */
+  durationSeconds?: number | undefined;
+
+  /**
+   * Microseconds, computed from the named histogram artifacts.
+   *
+   * @generated from field: envelope.v1.Percentiles ttft_us = 15;
+   */
+  ttftUs?: Percentiles | undefined;
+
+  /**
+   * @generated from field: envelope.v1.Percentiles e2e_us = 16;
+   */
+  e2eUs?: Percentiles | undefined;
+
+  /**
+   * @generated from field: string ttft_artifact = 17;
+   */
+  ttftArtifact: string;
+
+  /**
+   * @generated from field: string e2e_artifact = 18;
+   */
+  e2eArtifact: string;
+
+  /**
+   * @generated from field: optional double client_cpu_us_per_call = 19;
+   */
+  clientCpuUsPerCall?: number | undefined;
+
+  /**
+   * @generated from field: optional double server_cpu_us_per_call = 20;
+   */
+  serverCpuUsPerCall?: number | undefined;
+
+  /**
+   * @generated from field: optional double server_peak_rss_bytes = 21;
+   */
+  serverPeakRssBytes?: number | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.ScenarioResult.
+ * Use `create(ScenarioResultSchema)` to create a new message.
+ */
+export const ScenarioResultSchema: GenMessage<ScenarioResult> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_benchmark_disclosure, 7);
+
+/**
+ * @generated from message envelope.v1.Percentiles
+ */
+export type Percentiles = Message<"envelope.v1.Percentiles"> & {
+  /**
+   * @generated from field: optional double p50 = 1;
+   */
+  p50?: number | undefined;
+
+  /**
+   * @generated from field: optional double p90 = 2;
+   */
+  p90?: number | undefined;
+
+  /**
+   * @generated from field: optional double p99 = 3;
+   */
+  p99?: number | undefined;
+
+  /**
+   * @generated from field: optional double p999 = 4;
+   */
+  p999?: number | undefined;
+
+  /**
+   * @generated from field: optional double max = 5;
+   */
+  max?: number | undefined;
+
+  /**
+   * @generated from field: optional double count = 6;
+   */
+  count?: number | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.Percentiles.
+ * Use `create(PercentilesSchema)` to create a new message.
+ */
+export const PercentilesSchema: GenMessage<Percentiles> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_benchmark_disclosure, 8);
+
+/**
+ * Artifact is raw data embedded in the disclosure, with its hash.
+ *
+ * @generated from message envelope.v1.Artifact
+ */
+export type Artifact = Message<"envelope.v1.Artifact"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * e.g. "application/x-hdr-histogram;encoding=compressed-base64".
+   *
+   * @generated from field: string media_type = 2;
+   */
+  mediaType: string;
+
+  /**
+   * SHA-256 of content's UTF-8 bytes, lower-case hex.
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: string content = 4;
+   */
+  content: string;
+};
+
+/**
+ * Describes the message envelope.v1.Artifact.
+ * Use `create(ArtifactSchema)` to create a new message.
+ */
+export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_benchmark_disclosure, 9);
+
+/**
+ * QualityCheck is one threshold the run had to meet.
+ *
+ * @generated from message envelope.v1.QualityCheck
+ */
+export type QualityCheck = Message<"envelope.v1.QualityCheck"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: optional double threshold = 2;
+   */
+  threshold?: number | undefined;
+
+  /**
+   * @generated from field: optional double observed = 3;
+   */
+  observed?: number | undefined;
+
+  /**
+   * @generated from field: optional bool passed = 4;
+   */
+  passed?: boolean | undefined;
+
+  /**
+   * How observed must compare to threshold to pass: "<=" or ">=".
+   *
+   * @generated from field: string comparison = 5;
+   */
+  comparison: string;
+};
+
+/**
+ * Describes the message envelope.v1.QualityCheck.
+ * Use `create(QualityCheckSchema)` to create a new message.
+ */
+export const QualityCheckSchema: GenMessage<QualityCheck> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_benchmark_disclosure, 10);
 
 /**
  * @generated from message envelope.v1.Quality
@@ -285,5 +665,5 @@ export type Quality = Message<"envelope.v1.Quality"> & {
  * Use `create(QualitySchema)` to create a new message.
  */
 export const QualitySchema: GenMessage<Quality> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_benchmark_disclosure, 7);
+  messageDesc(file_envelope_v1_benchmark_disclosure, 11);
 

@@ -168,6 +168,15 @@ interface Totals {
   rounds: ScenarioResult[];
 }
 
+// The software is described before the run, so the disclosure binds the code that ran.
+const software = describeSoftware(root, [
+  "@grpc/grpc-js",
+  "@connectrpc/connect",
+  "@connectrpc/connect-node",
+  "@bufbuild/protobuf",
+  "@bufbuild/protovalidate",
+  "hdr-histogram-js",
+]);
 const running = await Promise.all(scenarios.map(async (s) => ({ s, ...(await start(s)) })));
 for (const { s, client } of running) {
   await runClosedLoop({
@@ -270,14 +279,7 @@ const disclosure = create(BenchmarkDisclosureSchema, {
   reviewedAtUtc: timestampNow(),
   format: disclosureFormat,
   hardware: describeHardware(),
-  software: describeSoftware(root, [
-    "@grpc/grpc-js",
-    "@connectrpc/connect",
-    "@connectrpc/connect-node",
-    "@bufbuild/protobuf",
-    "@bufbuild/protovalidate",
-    "hdr-histogram-js",
-  ]),
+  software,
   workload: {
     arrival: `closed loop, ${inflight} calls in flight from one @grpc/grpc-js client`,
     concurrencyMax: inflight,

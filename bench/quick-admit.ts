@@ -212,7 +212,7 @@ for (let round = 1; round <= rounds; round++) {
         concurrency: inflight,
         achievedRate: r.completed / r.elapsedSeconds,
         completed: r.completed,
-        errors: r.errors === 0 ? {} : { unavailable: r.errors },
+        errors: { ...r.errorsByCategory },
         errorRate: r.errors / Math.max(1, r.completed + r.errors),
         durationSeconds: r.elapsedSeconds,
         serverCpuUsPerCall: (serverCpu * 1e6) / calls,
@@ -232,7 +232,10 @@ for (const { s, child } of running) {
   const throughput = mean(t.rounds.map((r) => r.achievedRate ?? 0));
   const serverCpu = mean(t.rounds.map((r) => r.serverCpuUsPerCall ?? 0));
   const completed = t.rounds.reduce((a, r) => a + (r.completed ?? 0), 0);
-  const errors = t.rounds.reduce((a, r) => a + Object.values(r.errors).reduce((x, y) => x + y, 0), 0);
+  const errorsByCategory: Record<string, number> = {};
+  for (const r of t.rounds)
+    for (const [k, v] of Object.entries(r.errors)) errorsByCategory[k] = (errorsByCategory[k] ?? 0) + v;
+  const errors = Object.values(errorsByCategory).reduce((a, b) => a + b, 0);
   artifacts.push(histogramArtifact(`${s.name}.ttft`, t.ttft), histogramArtifact(`${s.name}.e2e`, t.e2e));
   results.push(
     create(ScenarioResultSchema, {
@@ -243,7 +246,7 @@ for (const { s, child } of running) {
       concurrency: inflight,
       achievedRate: throughput,
       completed,
-      errors: errors === 0 ? {} : { unavailable: errors },
+      errors: errorsByCategory,
       errorRate: errors / Math.max(1, completed + errors),
       durationSeconds: t.rounds.reduce((a, r) => a + (r.durationSeconds ?? 0), 0),
       ttftUs: percentilesOf(t.ttft),

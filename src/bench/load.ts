@@ -8,8 +8,11 @@
 // throughput, but a stall delays only the calls in flight and hides in the percentiles.
 import * as hdr from "hdr-histogram-js";
 
-/** Starts one call; `headers` when response headers (or the first message) arrive, then `done`. */
-export type CallFn = (events: { headers(): void; done(error?: unknown): void }) => void;
+/**
+ * Starts one call; `headers` when response headers (or the first message) arrive, then `done`,
+ * with the error's category (e.g. a gRPC status name) when the call failed.
+ */
+export type CallFn = (events: { headers(): void; done(errorCategory?: string): void }) => void;
 
 export interface LoadResult {
   /** Time to response headers, in microseconds. */
@@ -18,6 +21,8 @@ export interface LoadResult {
   readonly e2e: hdr.Histogram;
   readonly completed: number;
   readonly errors: number;
+  /** Failed calls by category: errors never drop out of the figures. */
+  readonly errorsByCategory: Readonly<Record<string, number>>;
   readonly elapsedSeconds: number;
   /** Open loop only: calls scheduled, and how many were sent more than 1 ms after their time. */
   readonly scheduled: number;
@@ -81,7 +86,7 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
   const ttft = latencyHistogram();
   const e2e = latencyHistogram();
   let completed = 0;
-  let errors = 0;
+  const errorsByCategory: Record<string, number> = {};
   let lateSends = 0;
   let next = 0;
   let outstanding = 0;
@@ -104,15 +109,15 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
           headers: () => {
             if (headersAt === 0) headersAt = nowUs();
           },
-          done: (error) => {
+          done: (errorCategory) => {
             const end = nowUs();
             outstanding--;
-            if (error === undefined) {
+            if (errorCategory === undefined) {
               completed++;
               e2e.recordValue(Math.max(1, end - intended));
               ttft.recordValue(Math.max(1, (headersAt || end) - intended));
             } else {
-              errors++;
+              errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
             }
             finishIfDone();
           },
@@ -132,7 +137,8 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
     ttft,
     e2e,
     completed,
-    errors,
+    errors: total(errorsByCategory),
+    errorsByCategory,
     elapsedSeconds: (nowUs() - start) / 1e6,
     scheduled: schedule.length,
     lateSends,
@@ -143,7 +149,7 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadRes
   const ttft = latencyHistogram();
   const e2e = latencyHistogram();
   let completed = 0;
-  let errors = 0;
+  const errorsByCategory: Record<string, number> = {};
   const start = nowUs();
   const endUs = start + options.durationMs * 1000;
   const worker = () =>
@@ -156,14 +162,14 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadRes
           headers: () => {
             if (headersAt === 0) headersAt = nowUs();
           },
-          done: (error) => {
+          done: (errorCategory) => {
             const end = nowUs();
-            if (error === undefined) {
+            if (errorCategory === undefined) {
               completed++;
               e2e.recordValue(Math.max(1, end - sent));
               ttft.recordValue(Math.max(1, (headersAt || end) - sent));
             } else {
-              errors++;
+              errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
             }
             one();
           },
@@ -172,5 +178,18 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadRes
       one();
     });
   await Promise.all(Array.from({ length: options.concurrency }, worker));
-  return { ttft, e2e, completed, errors, elapsedSeconds: (nowUs() - start) / 1e6, scheduled: 0, lateSends: 0 };
+  return {
+    ttft,
+    e2e,
+    completed,
+    errors: total(errorsByCategory),
+    errorsByCategory,
+    elapsedSeconds: (nowUs() - start) / 1e6,
+    scheduled: 0,
+    lateSends: 0,
+  };
+}
+
+function total(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((a, b) => a + b, 0);
 }

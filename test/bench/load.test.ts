@@ -64,4 +64,13 @@ describe("against a server that stalls 150 ms every 500 ms", () => {
     expect(open.ttft.totalCount).toBe(open.completed);
     expect(open.ttft.getValueAtPercentile(50)).toBeLessThanOrEqual(open.e2e.getValueAtPercentile(50));
   });
+
+  it("counts failed calls by category, apart from the latencies", async () => {
+    const call = grpcUnaryCall(client, "/bench.Stall/Missing", () => Buffer.alloc(0));
+    const r = await runOpenLoop({ rate: 200, durationMs: 250, arrival: "poisson", seed: 3, call });
+    expect(r.completed).toBe(0);
+    expect(r.errorsByCategory).toEqual({ UNIMPLEMENTED: r.scheduled });
+    expect(r.errors).toBe(r.scheduled);
+    expect(r.e2e.totalCount).toBe(0);
+  });
 });

@@ -2,7 +2,9 @@
 // bare @grpc/grpc-js server or on a connect-node HTTP/2 server, i.e. what each stack costs before any
 // admission work; and "grpc-js-payload", which answers any request with a fixed response as large as
 // Admit's, so that a run can tell the cost of carrying Admit's bytes from the cost of deciding.
-// Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|grpc-js-payload|connect-node
+// "connect-node-http1" is the empty Connect unary over HTTP/1.1, the floor of Connect JSON calls.
+// Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|grpc-js-payload|connect-node|connect-node-http1
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -26,7 +28,7 @@ if (kind === "grpc-js" || kind === "grpc-js-payload") {
     if (err) throw err;
     process.stdout.write(`listening ${port}\n`);
   });
-} else if (kind === "connect-node") {
+} else if (kind === "connect-node" || kind === "connect-node-http1") {
   const handler = connectNodeAdapter({
     routes: (router) =>
       router.service(AdmissionService, {
@@ -36,11 +38,11 @@ if (kind === "grpc-js" || kind === "grpc-js-payload") {
         },
       }),
   });
-  const server = http2.createServer(handler);
+  const server = kind === "connect-node" ? http2.createServer(handler) : http.createServer(handler);
   server.listen(0, "127.0.0.1", () => {
     process.stdout.write(`listening ${(server.address() as { port: number }).port}\n`);
   });
 } else {
-  process.stderr.write("usage: floor-server.ts grpc-js|grpc-js-payload|connect-node\n");
+  process.stderr.write("usage: floor-server.ts grpc-js|grpc-js-payload|connect-node|connect-node-http1\n");
   process.exit(2);
 }

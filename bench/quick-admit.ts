@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { create, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type * as hdr from "hdr-histogram-js";
@@ -20,7 +20,8 @@ import {
   sha256,
 } from "../src/bench/disclosure.js";
 import { grpcUnaryCall } from "../src/bench/grpc-call.js";
-import { latencyHistogram, runClosedLoop } from "../src/bench/load.js";
+import { httpPostCall } from "../src/bench/http-call.js";
+import { type CallFn, latencyHistogram, runClosedLoop } from "../src/bench/load.js";
 import {
   type Artifact,
   BenchmarkDisclosureSchema,
@@ -31,7 +32,7 @@ import { RuntimeRequestSchema } from "../src/gen/envelope/v1/runtime_request_pb.
 
 const usage = `Usage: tsx bench/quick-admit.ts [options]
   --seconds N    length of one slice of load on one scenario (default 1)
-  --rounds N     slices per scenario, interleaved across scenarios (default 15)
+  --rounds N     slices per scenario, interleaved across scenarios (default 10)
   --warmup N     seconds of load per scenario before measuring (default 2)
   --inflight N   calls in flight (default 64)
   --out FILE     write the disclosure there (default: standard output)
@@ -40,7 +41,7 @@ const { values: flags } = parseArgs({
   options: {
     seconds: { type: "string", default: "1" },
     warmup: { type: "string", default: "2" },
-    rounds: { type: "string", default: "15" },
+    rounds: { type: "string", default: "10" },
     inflight: { type: "string", default: "64" },
     out: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -63,9 +64,26 @@ interface Scenario {
   readonly transport: string;
   readonly command: readonly string[];
   readonly ready: RegExp;
-  readonly path: string;
-  readonly body: () => Buffer;
+  /** The load's calls against the server's port. */
+  readonly connect: (port: number) => { call: CallFn; close(): void };
 }
+
+const grpcTo =
+  (path: string, body: () => Buffer) =>
+  (port: number): { call: CallFn; close(): void } => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    return { call: grpcUnaryCall(client, path, body), close: () => client.close() };
+  };
+
+const httpTo =
+  (path: string, body: () => Buffer) =>
+  (port: number): { call: CallFn; close(): void } =>
+    httpPostCall({
+      url: `http://127.0.0.1:${port}${path}`,
+      contentType: "application/json",
+      body,
+      connections: inflight,
+    });
 
 // Admit requests with fresh ids and a live deadline, encoded ahead so the client spends its time
 // on the wire, not on building requests.
@@ -79,8 +97,13 @@ for (let i = 0; i < 20_000; i++) {
   request.deadlineUtc = timestampFromMs(now + 30 * 60_000);
   pool.push(Buffer.from(toBinary(RuntimeRequestSchema, request)));
 }
+const jsonPool = pool.map((bytes) =>
+  Buffer.from(toJsonString(RuntimeRequestSchema, fromBinary(RuntimeRequestSchema, bytes))),
+);
 let next = 0;
 const admitBody = () => pool[next++ % pool.length] as Buffer;
+const admitJson = () => jsonPool[next++ % jsonPool.length] as Buffer;
+const emptyJson = () => Buffer.from("{}");
 const emptyBody = () => Buffer.alloc(0);
 
 const tsx = ["--import", "tsx"];
@@ -94,8 +117,7 @@ const scenarios: Scenario[] = [
     transport: "grpc",
     command: [...tsx, "bench/floor-server.ts", "grpc-js"],
     ready: /listening (\d+)/,
-    path: capabilities,
-    body: emptyBody,
+    connect: grpcTo(capabilities, emptyBody),
   },
   {
     name: "floor-grpc-js-payload",
@@ -104,8 +126,7 @@ const scenarios: Scenario[] = [
     transport: "grpc",
     command: [...tsx, "bench/floor-server.ts", "grpc-js-payload"],
     ready: /listening (\d+)/,
-    path: capabilities,
-    body: admitBody,
+    connect: grpcTo(capabilities, admitBody),
   },
   {
     name: "floor-connect-node",
@@ -113,8 +134,7 @@ const scenarios: Scenario[] = [
     transport: "grpc",
     command: [...tsx, "bench/floor-server.ts", "connect-node"],
     ready: /listening (\d+)/,
-    path: capabilities,
-    body: emptyBody,
+    connect: grpcTo(capabilities, emptyBody),
   },
   {
     name: "admit-grpc-port",
@@ -122,8 +142,7 @@ const scenarios: Scenario[] = [
     transport: "grpc",
     command: serve,
     ready: /"grpc":"127\.0\.0\.1:(\d+)"/,
-    path: admit,
-    body: admitBody,
+    connect: grpcTo(admit, admitBody),
   },
   {
     name: "admit-http-port-grpc",
@@ -131,8 +150,32 @@ const scenarios: Scenario[] = [
     transport: "grpc-h2c-http-port",
     command: serve,
     ready: /"http":"127\.0\.0\.1:(\d+)"/,
-    path: admit,
-    body: admitBody,
+    connect: grpcTo(admit, admitBody),
+  },
+  {
+    name: "floor-connect-json-http1",
+    description: "empty Connect unary with a JSON body over HTTP/1.1 on a bare connect-node server",
+    transport: "connect-json-http1",
+    command: [...tsx, "bench/floor-server.ts", "connect-node-http1"],
+    ready: /listening (\d+)/,
+    connect: httpTo(capabilities, emptyJson),
+  },
+  {
+    name: "admit-connect-json-http1",
+    description: "Admit with the sample request as Connect JSON over HTTP/1.1 on Envelope's HTTP port",
+    transport: "connect-json-http1",
+    command: serve,
+    ready: /"http":"127\.0\.0\.1:(\d+)"/,
+    connect: httpTo(admit, admitJson),
+  },
+  {
+    name: "peer-fastify-ajv-http1",
+    description:
+      "the peer baseline: fastify validating the contract's JSON Schema with ajv and answering, JSON over HTTP/1.1",
+    transport: "json-http1",
+    command: [...tsx, "bench/peer-server.ts"],
+    ready: /listening (\d+)/,
+    connect: httpTo("/admit", admitJson),
   },
 ];
 
@@ -146,7 +189,7 @@ function peakRssBytes(pid: number): number {
   return Number(kb ?? 0) * 1024;
 }
 
-async function start(s: Scenario): Promise<{ child: ChildProcess; client: grpc.Client }> {
+async function start(s: Scenario): Promise<{ child: ChildProcess; load: { call: CallFn; close(): void } }> {
   const child = spawn(process.execPath, [...s.command], { cwd: root });
   const port = await new Promise<number>((resolve, reject) => {
     let seen = "";
@@ -159,7 +202,7 @@ async function start(s: Scenario): Promise<{ child: ChildProcess; client: grpc.C
     child.stderr?.on("data", onData);
     child.once("exit", (code) => reject(new Error(`${s.name} server exited (${code}): ${seen}`)));
   });
-  return { child, client: new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) };
+  return { child, load: s.connect(port) };
 }
 
 interface Totals {
@@ -178,25 +221,17 @@ const software = describeSoftware(root, [
   "hdr-histogram-js",
 ]);
 const running = await Promise.all(scenarios.map(async (s) => ({ s, ...(await start(s)) })));
-for (const { s, client } of running) {
-  await runClosedLoop({
-    concurrency: inflight,
-    durationMs: warmupSeconds * 1000,
-    call: grpcUnaryCall(client, s.path, s.body),
-  });
+for (const { load } of running) {
+  await runClosedLoop({ concurrency: inflight, durationMs: warmupSeconds * 1000, call: load.call });
 }
 const totals = new Map<string, Totals>(
   scenarios.map((s) => [s.name, { ttft: latencyHistogram(), e2e: latencyHistogram(), rounds: [] }]),
 );
 for (let round = 1; round <= rounds; round++) {
-  for (const { s, child, client } of running) {
+  for (const { s, child, load } of running) {
     const serverCpu0 = cpuSeconds(child.pid as number);
     const clientCpu0 = process.cpuUsage();
-    const r = await runClosedLoop({
-      concurrency: inflight,
-      durationMs: seconds * 1000,
-      call: grpcUnaryCall(client, s.path, s.body),
-    });
+    const r = await runClosedLoop({ concurrency: inflight, durationMs: seconds * 1000, call: load.call });
     const clientCpu = process.cpuUsage(clientCpu0);
     const serverCpu = cpuSeconds(child.pid as number) - serverCpu0;
     const t = totals.get(s.name) as Totals;
@@ -261,8 +296,8 @@ for (const { s, child } of running) {
   );
   summary.set(s.name, { throughput, serverCpu, p99: t.e2e.getValueAtPercentile(99) });
 }
-for (const { child, client } of running) {
-  client.close();
+for (const { child, load } of running) {
+  load.close();
   child.kill("SIGKILL");
 }
 
@@ -304,6 +339,12 @@ const disclosure = create(BenchmarkDisclosureSchema, {
   qualityChecks: [
     check("error rate, all scenarios", totalErrors, "<=", 0),
     check("Admit (gRPC port) throughput / empty unary on bare grpc-js (issue 2 target)", admitOverFloor, ">=", 0.8),
+    check(
+      "Admit (Connect JSON, HTTP/1.1) throughput / fastify+ajv peer baseline",
+      ratio(of("admit-connect-json-http1").throughput, of("peer-fastify-ajv-http1").throughput),
+      ">=",
+      1,
+    ),
   ],
 });
 
@@ -313,5 +354,8 @@ else process.stdout.write(json);
 process.stderr.write(
   `${[...summary].map(([n, v]) => `${n.padEnd(24)} ${v.throughput.toFixed(0).padStart(6)} calls/s  server ${v.serverCpu.toFixed(0)} us/call  p99 ${v.p99} us`).join("\n")}\n` +
     `admit/floor throughput ${admitOverFloor}; admit/payload-floor ${ratio(of("admit-grpc-port").throughput, of("floor-grpc-js-payload").throughput)}; ` +
-    `admit/floor p99 ${ratio(of("admit-grpc-port").p99, of("floor-grpc-js").p99)}; connect-node/grpc-js floor CPU ${ratio(of("floor-connect-node").serverCpu, of("floor-grpc-js").serverCpu)}\n`,
+    `admit/floor p99 ${ratio(of("admit-grpc-port").p99, of("floor-grpc-js").p99)}; connect-node/grpc-js floor CPU ${ratio(of("floor-connect-node").serverCpu, of("floor-grpc-js").serverCpu)}\n` +
+    `connect json: admit/floor throughput ${ratio(of("admit-connect-json-http1").throughput, of("floor-connect-json-http1").throughput)}, p99 ${ratio(of("admit-connect-json-http1").p99, of("floor-connect-json-http1").p99)}; ` +
+    `admit/peer throughput ${ratio(of("admit-connect-json-http1").throughput, of("peer-fastify-ajv-http1").throughput)}, p99 ${ratio(of("admit-connect-json-http1").p99, of("peer-fastify-ajv-http1").p99)}; ` +
+    `admit grpc/peer throughput ${ratio(of("admit-grpc-port").throughput, of("peer-fastify-ajv-http1").throughput)}\n`,
 );

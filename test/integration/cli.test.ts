@@ -126,7 +126,7 @@ describe("validate", () => {
 
 describe("disclosure verify", () => {
   it("verifies the committed disclosure, and names what a tampered one gets wrong", async () => {
-    const committed = "disclosures/2026-11-22-quick-admit-grpc.json";
+    const committed = "disclosures/2026-11-22-quick-admit.json";
     const ok = await envelope(["disclosure", "verify", "--max-age-days", "3650", committed]);
     expect(ok.stdout).toContain("verified");
     expect(ok.code).toBe(0);

@@ -1,4 +1,5 @@
 // The `envelope` command: a dispatcher over subcommands, each with its own --help.
+import { runBench } from "./bench.js";
 import type { Command } from "./command.js";
 import { runDisclosure } from "./disclosure.js";
 import { runServe } from "./serve.js";
@@ -8,6 +9,7 @@ const commands: Record<string, Command> = {
   serve: runServe,
   validate: runValidate,
   disclosure: runDisclosure,
+  bench: runBench,
 };
 
 const usage = `envelope: admission control plane for AI backends

@@ -139,6 +139,25 @@ describe("disclosure verify", () => {
   });
 });
 
+describe("bench compare", () => {
+  const committed = "disclosures/2026-11-22-quick-admit.json";
+
+  it("finds no regression between a run and itself", async () => {
+    const out = await envelope(["bench", "compare", committed, committed]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/^ok\s+admit-grpc-port/m);
+  });
+
+  it("gates on a run whose Admit is a third slower", async () => {
+    const json = JSON.parse(readFileSync(new URL(committed, new URL("../../", import.meta.url)), "utf8"));
+    for (const r of json.results) if (r.scenario === "admit-grpc-port") r.achievedRate *= 0.66;
+    const out = await envelope(["bench", "compare", committed, file("slower.json", json)]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toMatch(/^REGRESSION admit-grpc-port/m);
+    expect(out.stdout).toMatch(/^ok\s+floor-grpc-js /m);
+  });
+});
+
 describe("serve", () => {
   it("stops at start-up on an unknown configuration key, naming it", async () => {
     const config = file("typo.yaml", "limits:\n  maxTokensPerReqest: 5\n");

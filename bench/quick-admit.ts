@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { create, fromBinary, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
@@ -22,6 +23,7 @@ import {
 import { grpcUnaryCall } from "../src/bench/grpc-call.js";
 import { httpPostCall } from "../src/bench/http-call.js";
 import { type CallFn, latencyHistogram, runClosedLoop } from "../src/bench/load.js";
+import { renderReport } from "../src/bench/report.js";
 import {
   type Artifact,
   BenchmarkDisclosureSchema,
@@ -35,7 +37,8 @@ const usage = `Usage: tsx bench/quick-admit.ts [options]
   --rounds N     slices per scenario, interleaved across scenarios (default 10)
   --warmup N     seconds of load per scenario before measuring (default 2)
   --inflight N   calls in flight (default 64)
-  --out FILE     write the disclosure there (default: standard output)
+  --out FILE     write the disclosure there, and its report beside it as .html
+                 (default: the disclosure on standard output, no report)
 `;
 const { values: flags } = parseArgs({
   options: {
@@ -349,8 +352,13 @@ const disclosure = create(BenchmarkDisclosureSchema, {
 });
 
 const json = `${toJsonString(BenchmarkDisclosureSchema, disclosure, { prettySpaces: 2 })}\n`;
-if (flags.out) writeFileSync(flags.out, json);
-else process.stdout.write(json);
+if (flags.out) {
+  writeFileSync(flags.out, json);
+  // The report sits beside its disclosure; it is derived from it alone.
+  writeFileSync(`${flags.out.replace(/\.json$/, "")}.html`, renderReport(disclosure, basename(flags.out)));
+} else {
+  process.stdout.write(json);
+}
 process.stderr.write(
   `${[...summary].map(([n, v]) => `${n.padEnd(24)} ${v.throughput.toFixed(0).padStart(6)} calls/s  server ${v.serverCpu.toFixed(0)} us/call  p99 ${v.p99} us`).join("\n")}\n` +
     `admit/floor throughput ${admitOverFloor}; admit/payload-floor ${ratio(of("admit-grpc-port").throughput, of("floor-grpc-js-payload").throughput)}; ` +

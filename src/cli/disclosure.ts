@@ -1,26 +1,35 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { basename } from "node:path";
 import { parseArgs } from "node:util";
-import type { JsonValue } from "@bufbuild/protobuf";
+import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { verifyDisclosure } from "../bench/disclosure.js";
+import { renderReport } from "../bench/report.js";
+import { type BenchmarkDisclosure, BenchmarkDisclosureSchema } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
 import { type Command, usageError } from "./command.js";
 
 const usage = `Usage: envelope disclosure verify [options] FILE
+       envelope disclosure report FILE [--out HTML]
 
-Checks that a benchmark disclosure backs its own figures: it is a valid BenchmarkDisclosure, every
+verify checks that a benchmark disclosure backs its own figures: it is a valid BenchmarkDisclosure, every
 embedded artifact matches its SHA-256, every reported percentile equals the one recomputed from its
 raw HDR histogram, quality checks are marked as their figures say, the run came from a clean git
 tree, and its review is recent enough.
 
+report writes the disclosure as a page: latency by percentile of every scenario (log-scaled
+percentile axis), throughput, quality checks and the figures (default: FILE with .html).
+
 Options:
-  --max-age-days N   oldest acceptable reviewedAtUtc (default 90)
-  --allow-dirty      accept a run made from a work tree with uncommitted changes
+  --max-age-days N   verify: oldest acceptable reviewedAtUtc (default 90)
+  --allow-dirty      verify: accept a run made from a work tree with uncommitted changes
+  --out HTML         report: where to write the page
   -h, --help         show this help
 
-Exit status: 0 verified, 1 a problem found (each is listed), 2 usage error or unreadable file.
+Exit status: 0 verified (or written), 1 a problem found (each is listed), 2 usage error or
+unreadable file.
 `;
 
 export const runDisclosure: Command = {
-  summary: "verify a benchmark disclosure against its raw histograms",
+  summary: "verify a benchmark disclosure against its raw histograms, or render its report",
   usage,
   async run(args) {
     let flags: ReturnType<typeof parse>;
@@ -30,8 +39,8 @@ export const runDisclosure: Command = {
       return usageError("disclosure", (e as Error).message, usage);
     }
     const [action, file, ...extra] = flags.positionals;
-    if (action !== "verify" || file === undefined || extra.length > 0) {
-      return usageError("disclosure", "expected: verify FILE", usage);
+    if ((action !== "verify" && action !== "report") || file === undefined || extra.length > 0) {
+      return usageError("disclosure", "expected: verify FILE, or report FILE", usage);
     }
     const maxAgeDays = Number(flags.values["max-age-days"] ?? "90");
     if (!Number.isFinite(maxAgeDays) || maxAgeDays <= 0) {
@@ -43,6 +52,19 @@ export const runDisclosure: Command = {
     } catch (e) {
       process.stderr.write(`envelope disclosure: cannot read ${file}: ${(e as Error).message}\n`);
       return 2;
+    }
+    if (action === "report") {
+      let disclosure: BenchmarkDisclosure;
+      try {
+        disclosure = fromJson(BenchmarkDisclosureSchema, json);
+      } catch (e) {
+        process.stderr.write(`envelope disclosure: ${file} is not a BenchmarkDisclosure: ${(e as Error).message}\n`);
+        return 2;
+      }
+      const out = flags.values.out ?? file.replace(/\.json$/, "") + ".html";
+      writeFileSync(out, renderReport(disclosure, basename(file)));
+      process.stdout.write(`${out}: written\n`);
+      return 0;
     }
     const problems = verifyDisclosure(json, { maxAgeDays, allowDirty: flags.values["allow-dirty"] === true });
     if (problems.length === 0) {
@@ -59,6 +81,6 @@ function parse(args: string[]) {
     args,
     strict: true,
     allowPositionals: true,
-    options: { "max-age-days": { type: "string" }, "allow-dirty": { type: "boolean" } },
+    options: { "max-age-days": { type: "string" }, "allow-dirty": { type: "boolean" }, out: { type: "string" } },
   });
 }

@@ -1,0 +1,142 @@
+// A disclosure as a page people can read: latency by percentile for every scenario side by side
+// (log-scaled percentile axis, as HdrHistogram plots them), throughput per scenario, and what the
+// figures are bound to. Self-contained HTML with inline SVG; no scripts, no external resources.
+import * as hdr from "hdr-histogram-js";
+import type { BenchmarkDisclosure } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
+
+const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+
+const escape = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
+
+interface Curve {
+  readonly name: string;
+  readonly points: readonly { nines: number; ms: number }[];
+}
+
+/** Latency at percentiles 1 - 10^-k for k from 0 (the median side) up to what the count supports. */
+function curve(name: string, histogram: hdr.Histogram): Curve {
+  const maxNines = Math.max(1, Math.min(5, Math.log10(Math.max(10, histogram.totalCount))));
+  const points: { nines: number; ms: number }[] = [];
+  for (let nines = 0; nines <= maxNines + 1e-9; nines += 0.05) {
+    const percentile = 100 * (1 - 10 ** -nines);
+    points.push({ nines, ms: histogram.getValueAtPercentile(percentile) / 1000 });
+  }
+  return { name, points };
+}
+
+function percentileChart(curves: readonly Curve[]): string {
+  const width = 860;
+  const height = 420;
+  const m = { left: 70, right: 240, top: 20, bottom: 50 };
+  const w = width - m.left - m.right;
+  const h = height - m.top - m.bottom;
+  const maxNines = Math.max(1, ...curves.flatMap((c) => c.points.map((p) => p.nines)));
+  const maxMs = niceCeiling(Math.max(1, ...curves.flatMap((c) => c.points.map((p) => p.ms))));
+  const x = (n: number) => m.left + (n / maxNines) * w;
+  const y = (ms: number) => m.top + h - (ms / maxMs) * h;
+  const parts: string[] = [];
+  for (let k = 0; k <= Math.floor(maxNines); k++) {
+    const label = k === 0 ? "0%" : `${(100 * (1 - 10 ** -k)).toFixed(Math.max(0, k - 2))}%`;
+    parts.push(`<line x1="${x(k)}" y1="${m.top}" x2="${x(k)}" y2="${m.top + h}" stroke="#ddd"/>`);
+    parts.push(`<text x="${x(k)}" y="${m.top + h + 18}" text-anchor="middle">${label}</text>`);
+  }
+  for (let i = 0; i <= 5; i++) {
+    const ms = (maxMs / 5) * i;
+    parts.push(`<line x1="${m.left}" y1="${y(ms)}" x2="${m.left + w}" y2="${y(ms)}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.left - 8}" y="${y(ms) + 4}" text-anchor="end">${trim(ms)}</text>`);
+  }
+  curves.forEach((c, i) => {
+    const color = palette[i % palette.length];
+    const d = c.points.map((p, j) => `${j === 0 ? "M" : "L"}${x(p.nines).toFixed(1)},${y(p.ms).toFixed(1)}`).join(" ");
+    parts.push(
+      `<path class="curve" data-scenario="${escape(c.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
+    );
+    parts.push(`<rect x="${m.left + w + 20}" y="${m.top + i * 22}" width="14" height="4" fill="${color}"/>`);
+    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escape(c.name)}</text>`);
+  });
+  parts.push(
+    `<text x="${m.left + w / 2}" y="${height - 8}" text-anchor="middle">percentile (log scale: each grid line adds a nine)</text>`,
+  );
+  parts.push(
+    `<text transform="translate(16 ${m.top + h / 2}) rotate(-90)" text-anchor="middle">E2E latency (ms)</text>`,
+  );
+  return svg(width, height, "Latency by percentile", parts);
+}
+
+function throughputChart(rows: readonly { name: string; rate: number }[]): string {
+  const width = 860;
+  const barHeight = 22;
+  const m = { left: 230, right: 90, top: 10, bottom: 30 };
+  const height = m.top + m.bottom + rows.length * (barHeight + 8);
+  const w = width - m.left - m.right;
+  const max = Math.max(1, ...rows.map((r) => r.rate));
+  const parts = rows.map((r, i) => {
+    const yTop = m.top + i * (barHeight + 8);
+    const len = (r.rate / max) * w;
+    return (
+      `<text x="${m.left - 8}" y="${yTop + 15}" text-anchor="end">${escape(r.name)}</text>` +
+      `<rect class="bar" data-scenario="${escape(r.name)}" x="${m.left}" y="${yTop}" width="${len.toFixed(1)}" height="${barHeight}" fill="${palette[i % palette.length]}"/>` +
+      `<text x="${m.left + len + 6}" y="${yTop + 15}">${Math.round(r.rate)}/s</text>`
+    );
+  });
+  return svg(width, height, "Throughput", parts);
+}
+
+function svg(width: number, height: number, title: string, parts: readonly string[]): string {
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img" aria-label="${title}"><title>${title}</title>${parts.join("")}</svg>`;
+}
+
+function niceCeiling(v: number): number {
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const f of [1, 2, 2.5, 5, 10]) if (f * p >= v) return f * p;
+  return 10 * p;
+}
+
+function trim(v: number): string {
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+}
+
+/** The report page of a disclosure. Histograms come from its artifacts. */
+export function renderReport(d: BenchmarkDisclosure, title: string): string {
+  const artifacts = new Map(d.artifacts.map((a) => [a.name, a.content]));
+  const summary = d.results.filter((r) => r.repetition === undefined);
+  const curves = summary.flatMap((r) => {
+    const content = artifacts.get(r.e2eArtifact);
+    return content === undefined ? [] : [curve(r.scenario, hdr.decodeFromCompressedBase64(content))];
+  });
+  const rows = summary.map((r) => ({ name: r.scenario, rate: r.achievedRate ?? 0 }));
+  const table = summary
+    .map(
+      (r) =>
+        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+    )
+    .join("");
+  const checks = d.qualityChecks
+    .map(
+      (q) =>
+        `<li>${q.passed ? "pass" : "FAIL"}: ${escape(q.name)}: ${q.observed} ${escape(q.comparison)} ${q.threshold}</li>`,
+    )
+    .join("");
+  const s = d.software;
+  const hw = d.hardware;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${escape(title)}</title>
+<style>body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>
+</head><body>
+<h1>${escape(title)}</h1>
+<p>Reviewed ${d.reviewedAtUtc ? new Date(Number(d.reviewedAtUtc.seconds) * 1000).toISOString() : "?"}; git ${escape(s?.gitRevision ?? "?")}${s?.gitDirty ? " (dirty work tree)" : ""}; ${escape(hw?.cpuModel ?? "")}, ${hw?.logicalCpus ?? "?"} logical CPUs, ${hw?.memoryGib ?? "?"} GiB; ${escape(s?.runtime ?? "")}.<br>
+${escape(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario; ${escape(d.method?.loadGenerator ?? "")}.</p>
+<h2>Quality checks</h2><ul>${checks}</ul>
+<h2>Latency by percentile</h2>${percentileChart(curves)}
+<h2>Throughput</h2>${throughputChart(rows)}
+<h2>Figures (latency in ms, CPU in µs per call)</h2>
+<table><tr><th>scenario</th><th>calls/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>error rate</th></tr>${table}</table>
+<p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>
+</body></html>
+`;
+}
+
+function fmt(us: number | undefined): string {
+  return us === undefined ? "" : (us / 1000).toFixed(2);
+}

@@ -22,7 +22,7 @@ import {
 } from "../src/bench/disclosure.js";
 import { grpcUnaryCall } from "../src/bench/grpc-call.js";
 import { httpPostCall } from "../src/bench/http-call.js";
-import { type CallFn, latencyHistogram, runClosedLoop } from "../src/bench/load.js";
+import { type CallFn, latencyHistogram, runClosedLoop, runOpenLoop } from "../src/bench/load.js";
 import { renderReport } from "../src/bench/report.js";
 import {
   type Artifact,
@@ -299,6 +299,81 @@ for (const { s, child } of running) {
   );
   summary.set(s.name, { throughput, serverCpu, p99: t.e2e.getValueAtPercentile(99) });
 }
+// Open loop at half of Admit's saturation rate, offered alike to Admit and to its floor: latency at
+// a load the server carries, each call timed from its intended send time (coordinated omission is
+// avoided by the schedule). Poisson arrivals with a fixed seed per slice, slices interleaved.
+const openPairs = [
+  ["floor-grpc-js", "admit-grpc-port"],
+  ["floor-connect-json-http1", "admit-connect-json-http1"],
+] as const;
+const openSlices = Math.max(2, Math.ceil(rounds / 3));
+const openSummary = new Map<string, { rate: number; p99: number }>();
+for (const pair of openPairs) {
+  const rate = Math.round((summary.get(pair[1])?.throughput ?? 0) / 2);
+  const acc = new Map(
+    pair.map((name) => [
+      name,
+      {
+        ttft: latencyHistogram(),
+        e2e: latencyHistogram(),
+        scheduled: 0,
+        completed: 0,
+        late: 0,
+        seconds: 0,
+        errors: {} as Record<string, number>,
+      },
+    ]),
+  );
+  for (let slice = 1; slice <= openSlices; slice++) {
+    for (const name of pair) {
+      const target = running.find((r) => r.s.name === name);
+      if (target === undefined || rate === 0) continue;
+      const r = await runOpenLoop({
+        rate,
+        durationMs: seconds * 2000,
+        arrival: "poisson",
+        seed: slice,
+        call: target.load.call,
+      });
+      const a = acc.get(name) as NonNullable<ReturnType<typeof acc.get>>;
+      a.ttft.add(r.ttft);
+      a.e2e.add(r.e2e);
+      a.scheduled += r.scheduled;
+      a.completed += r.completed;
+      a.late += r.lateSends;
+      a.seconds += r.elapsedSeconds;
+      for (const [k, v] of Object.entries(r.errorsByCategory)) a.errors[k] = (a.errors[k] ?? 0) + v;
+    }
+  }
+  for (const [name, a] of acc) {
+    const label = `${name}@open`;
+    const errorCount = Object.values(a.errors).reduce((x, y) => x + y, 0);
+    artifacts.push(histogramArtifact(`${label}.ttft`, a.ttft), histogramArtifact(`${label}.e2e`, a.e2e));
+    results.push(
+      create(ScenarioResultSchema, {
+        scenario: label,
+        description: `${scenarios.find((s) => s.name === name)?.description ?? name}; open loop, Poisson arrivals at half of ${pair[1]}'s saturation rate`,
+        transport: scenarios.find((s) => s.name === name)?.transport ?? "",
+        loadModel: "open",
+        targetRate: rate,
+        achievedRate: a.completed / Math.max(1e-9, a.seconds),
+        scheduled: a.scheduled,
+        completed: a.completed,
+        lateSends: a.late,
+        errors: a.errors,
+        errorRate: errorCount / Math.max(1, a.scheduled),
+        durationSeconds: a.seconds,
+        ttftUs: percentilesOf(a.ttft),
+        e2eUs: percentilesOf(a.e2e),
+        ttftArtifact: `${label}.ttft`,
+        e2eArtifact: `${label}.e2e`,
+      }),
+    );
+    openSummary.set(name, { rate, p99: a.e2e.getValueAtPercentile(99) });
+  }
+  process.stderr.write(`open loop at ${rate}/s: ${pair.join(" vs ")} done\n`);
+}
+
 for (const { child, load } of running) {
   load.close();
   child.kill("SIGKILL");
@@ -322,7 +397,7 @@ const disclosure = create(BenchmarkDisclosureSchema, {
   hardware: describeHardware(),
   software,
   workload: {
-    arrival: `closed loop, ${inflight} calls in flight from one @grpc/grpc-js client`,
+    arrival: `closed loop, ${inflight} calls in flight from one client; then open loop, Poisson arrivals at half of Admit's saturation rate`,
     concurrencyMax: inflight,
     requestFixtureSha256: sha256(readFileSync(fixturePath)),
   },
@@ -333,7 +408,8 @@ const disclosure = create(BenchmarkDisclosureSchema, {
     externalLoadGenerator: false,
     loadGenerator:
       "same host as the servers, sharing all cores; all servers running, load moved between them in slices",
-    coordinatedOmission: "not applicable: closed loop, measured from each call's actual send (saturation throughput)",
+    coordinatedOmission:
+      "closed-loop rounds (saturation throughput) are timed from each call's actual send; the '@open' results are open loop, Poisson arrivals, timed from each call's intended send time",
     command: `tsx bench/quick-admit.ts --seconds ${seconds} --warmup ${warmupSeconds} --rounds ${rounds} --inflight ${inflight}`,
   },
   metrics: ["throughput", "TTFT", "E2E", "errors", "server CPU per call", "client CPU per call", "server peak RSS"],
@@ -342,6 +418,12 @@ const disclosure = create(BenchmarkDisclosureSchema, {
   qualityChecks: [
     check("error rate, all scenarios", totalErrors, "<=", 0),
     check("Admit (gRPC port) throughput / empty unary on bare grpc-js (issue 2 target)", admitOverFloor, ">=", 0.8),
+    check(
+      "Admit (gRPC port) p99 / empty unary p99, open loop at half Admit's saturation",
+      ratio(openSummary.get("admit-grpc-port")?.p99 ?? 0, openSummary.get("floor-grpc-js")?.p99 ?? 1),
+      "<=",
+      3,
+    ),
     check(
       "Admit (Connect JSON, HTTP/1.1) throughput / fastify+ajv peer baseline",
       ratio(of("admit-connect-json-http1").throughput, of("peer-fastify-ajv-http1").throughput),
@@ -365,5 +447,6 @@ process.stderr.write(
     `admit/floor p99 ${ratio(of("admit-grpc-port").p99, of("floor-grpc-js").p99)}; connect-node/grpc-js floor CPU ${ratio(of("floor-connect-node").serverCpu, of("floor-grpc-js").serverCpu)}\n` +
     `connect json: admit/floor throughput ${ratio(of("admit-connect-json-http1").throughput, of("floor-connect-json-http1").throughput)}, p99 ${ratio(of("admit-connect-json-http1").p99, of("floor-connect-json-http1").p99)}; ` +
     `admit/peer throughput ${ratio(of("admit-connect-json-http1").throughput, of("peer-fastify-ajv-http1").throughput)}, p99 ${ratio(of("admit-connect-json-http1").p99, of("peer-fastify-ajv-http1").p99)}; ` +
-    `admit grpc/peer throughput ${ratio(of("admit-grpc-port").throughput, of("peer-fastify-ajv-http1").throughput)}\n`,
+    `admit grpc/peer throughput ${ratio(of("admit-grpc-port").throughput, of("peer-fastify-ajv-http1").throughput)}\n` +
+    `${[...openSummary].map(([n, v]) => `${n}@open ${v.rate}/s p99 ${v.p99} us`).join("; ")}\n`,
 );

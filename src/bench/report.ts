@@ -101,15 +101,22 @@ function trim(v: number): string {
 export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const artifacts = new Map(d.artifacts.map((a) => [a.name, a.content]));
   const summary = d.results.filter((r) => r.repetition === undefined);
-  const curves = summary.flatMap((r) => {
-    const content = artifacts.get(r.e2eArtifact);
-    return content === undefined ? [] : [curve(r.scenario, hdr.decodeFromCompressedBase64(content))];
-  });
-  const rows = summary.map((r) => ({ name: r.scenario, rate: r.achievedRate ?? 0 }));
+  const curvesOf = (model: string) =>
+    summary
+      .filter((r) => (r.loadModel === "open") === (model === "open"))
+      .flatMap((r) => {
+        const content = artifacts.get(r.e2eArtifact);
+        return content === undefined ? [] : [curve(r.scenario, hdr.decodeFromCompressedBase64(content))];
+      });
+  const closedCurves = curvesOf("closed");
+  const openCurves = curvesOf("open");
+  const rows = summary
+    .filter((r) => r.loadModel !== "open")
+    .map((r) => ({ name: r.scenario, rate: r.achievedRate ?? 0 }));
   const table = summary
     .map(
       (r) =>
-        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
     )
     .join("");
   const checks = d.qualityChecks
@@ -128,10 +135,11 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
 <p>Reviewed ${d.reviewedAtUtc ? new Date(Number(d.reviewedAtUtc.seconds) * 1000).toISOString() : "?"}; git ${escape(s?.gitRevision ?? "?")}${s?.gitDirty ? " (dirty work tree)" : ""}; ${escape(hw?.cpuModel ?? "")}, ${hw?.logicalCpus ?? "?"} logical CPUs, ${hw?.memoryGib ?? "?"} GiB; ${escape(s?.runtime ?? "")}.<br>
 ${escape(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario; ${escape(d.method?.loadGenerator ?? "")}.</p>
 <h2>Quality checks</h2><ul>${checks}</ul>
-<h2>Latency by percentile</h2>${percentileChart(curves)}
+<h2>Latency by percentile, closed loop (at saturation)</h2>${percentileChart(closedCurves)}
+${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, timed from intended send)</h2>${percentileChart(openCurves)}` : ""}
 <h2>Throughput</h2>${throughputChart(rows)}
 <h2>Figures (latency in ms, CPU in µs per call)</h2>
-<table><tr><th>scenario</th><th>calls/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>error rate</th></tr>${table}</table>
+<table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>error rate</th></tr>${table}</table>
 <p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>
 </body></html>
 `;

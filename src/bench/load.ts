@@ -83,10 +83,7 @@ export function arrivalSchedule(options: Pick<OpenLoopOptions, "rate" | "duratio
 
 export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
   const schedule = arrivalSchedule(options);
-  const ttft = latencyHistogram();
-  const e2e = latencyHistogram();
-  let completed = 0;
-  const errorsByCategory: Record<string, number> = {};
+  const tally = createTally();
   let lateSends = 0;
   let next = 0;
   let outstanding = 0;
@@ -104,23 +101,9 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
         if (now - (schedule[next] as number) > 1000) lateSends++;
         next++;
         outstanding++;
-        let headersAt = 0;
-        options.call({
-          headers: () => {
-            if (headersAt === 0) headersAt = nowUs();
-          },
-          done: (errorCategory) => {
-            const end = nowUs();
-            outstanding--;
-            if (errorCategory === undefined) {
-              completed++;
-              e2e.recordValue(Math.max(1, end - intended));
-              ttft.recordValue(Math.max(1, (headersAt || end) - intended));
-            } else {
-              errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
-            }
-            finishIfDone();
-          },
+        tally.start(options.call, intended, () => {
+          outstanding--;
+          finishIfDone();
         });
       }
       if (next < schedule.length) {
@@ -133,63 +116,55 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
     };
     tick();
   });
-  return {
-    ttft,
-    e2e,
-    completed,
-    errors: total(errorsByCategory),
-    errorsByCategory,
-    elapsedSeconds: (nowUs() - start) / 1e6,
-    scheduled: schedule.length,
-    lateSends,
-  };
+  return tally.result((nowUs() - start) / 1e6, schedule.length, lateSends);
 }
 
 export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadResult> {
-  const ttft = latencyHistogram();
-  const e2e = latencyHistogram();
-  let completed = 0;
-  const errorsByCategory: Record<string, number> = {};
+  const tally = createTally();
   const start = nowUs();
   const endUs = start + options.durationMs * 1000;
   const worker = () =>
     new Promise<void>((resolve) => {
       const one = () => {
         if (nowUs() >= endUs) return resolve();
-        const sent = nowUs();
-        let headersAt = 0;
-        options.call({
-          headers: () => {
-            if (headersAt === 0) headersAt = nowUs();
-          },
-          done: (errorCategory) => {
-            const end = nowUs();
-            if (errorCategory === undefined) {
-              completed++;
-              e2e.recordValue(Math.max(1, end - sent));
-              ttft.recordValue(Math.max(1, (headersAt || end) - sent));
-            } else {
-              errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
-            }
-            one();
-          },
-        });
+        tally.start(options.call, nowUs(), one);
       };
       one();
     });
   await Promise.all(Array.from({ length: options.concurrency }, worker));
-  return {
-    ttft,
-    e2e,
-    completed,
-    errors: total(errorsByCategory),
-    errorsByCategory,
-    elapsedSeconds: (nowUs() - start) / 1e6,
-    scheduled: 0,
-    lateSends: 0,
-  };
+  return tally.result((nowUs() - start) / 1e6, 0, 0);
 }
 
-function total(counts: Record<string, number>): number {
-  return Object.values(counts).reduce((a, b) => a + b, 0);
+/** What a run accumulates: latencies of completed calls, failures by category. */
+function createTally() {
+  const ttft = latencyHistogram();
+  const e2e = latencyHistogram();
+  const errorsByCategory: Record<string, number> = {};
+  let completed = 0;
+  return {
+    /** Starts one call, timed from `fromUs`; `after` runs when it ends. */
+    start(call: CallFn, fromUs: number, after: () => void): void {
+      let headersAt = 0;
+      call({
+        headers: () => {
+          if (headersAt === 0) headersAt = nowUs();
+        },
+        done: (errorCategory) => {
+          const end = nowUs();
+          if (errorCategory === undefined) {
+            completed++;
+            e2e.recordValue(Math.max(1, end - fromUs));
+            ttft.recordValue(Math.max(1, (headersAt || end) - fromUs));
+          } else {
+            errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
+          }
+          after();
+        },
+      });
+    },
+    result(elapsedSeconds: number, scheduled: number, lateSends: number): LoadResult {
+      const errors = Object.values(errorsByCategory).reduce((a, b) => a + b, 0);
+      return { ttft, e2e, completed, errors, errorsByCategory, elapsedSeconds, scheduled, lateSends };
+    },
+  };
 }

@@ -1,9 +1,8 @@
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { compareDisclosures } from "../bench/compare.js";
 import { type BenchmarkDisclosure, BenchmarkDisclosureSchema } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
-import { type Command, usageError } from "./command.js";
+import { type Command, parseFlags, usageError } from "./command.js";
 
 const usage = `Usage: envelope bench compare [options] BASELINE CANDIDATE
 
@@ -24,12 +23,8 @@ export const runBench: Command = {
   summary: "compare two benchmark disclosures (regression gate)",
   usage,
   async run(args) {
-    let flags: ReturnType<typeof parse>;
-    try {
-      flags = parse(args);
-    } catch (e) {
-      return usageError("bench", (e as Error).message, usage);
-    }
+    const flags = parse(args);
+    if (typeof flags === "number") return flags;
     const [action, baselineFile, candidateFile, ...extra] = flags.positionals;
     if (action !== "compare" || baselineFile === undefined || candidateFile === undefined || extra.length > 0) {
       return usageError("bench", "expected: compare BASELINE CANDIDATE", usage);
@@ -68,7 +63,7 @@ function readDisclosure(file: string): BenchmarkDisclosure | string {
 }
 
 function parse(args: string[]) {
-  return parseArgs({
+  return parseFlags("bench", usage, {
     args,
     strict: true,
     allowPositionals: true,

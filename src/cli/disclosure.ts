@@ -1,11 +1,10 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { basename } from "node:path";
-import { parseArgs } from "node:util";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { verifyDisclosure } from "../bench/disclosure.js";
 import { renderReport } from "../bench/report.js";
 import { type BenchmarkDisclosure, BenchmarkDisclosureSchema } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
-import { type Command, usageError } from "./command.js";
+import { type Command, parseFlags, usageError } from "./command.js";
 
 const usage = `Usage: envelope disclosure verify [options] FILE
        envelope disclosure report FILE [--out HTML]
@@ -32,12 +31,8 @@ export const runDisclosure: Command = {
   summary: "verify a benchmark disclosure against its raw histograms, or render its report",
   usage,
   async run(args) {
-    let flags: ReturnType<typeof parse>;
-    try {
-      flags = parse(args);
-    } catch (e) {
-      return usageError("disclosure", (e as Error).message, usage);
-    }
+    const flags = parse(args);
+    if (typeof flags === "number") return flags;
     const [action, file, ...extra] = flags.positionals;
     if ((action !== "verify" && action !== "report") || file === undefined || extra.length > 0) {
       return usageError("disclosure", "expected: verify FILE, or report FILE", usage);
@@ -77,7 +72,7 @@ export const runDisclosure: Command = {
 };
 
 function parse(args: string[]) {
-  return parseArgs({
+  return parseFlags("disclosure", usage, {
     args,
     strict: true,
     allowPositionals: true,

@@ -1,8 +1,7 @@
-import { parseArgs } from "node:util";
 import { ConfigError, configKeys, envName, loadConfig } from "../config/config.js";
 import { startServer } from "../server.js";
 import { createLogger } from "../telemetry/log.js";
-import { type Command, usageError } from "./command.js";
+import { type Command, parseFlags } from "./command.js";
 
 const usage = `Usage: envelope serve [options]
 
@@ -28,12 +27,8 @@ export const runServe: Command = {
   summary: "run the admission service",
   usage,
   async run(args) {
-    let flags: ReturnType<typeof parse>;
-    try {
-      flags = parse(args);
-    } catch (e) {
-      return usageError("serve", (e as Error).message, usage);
-    }
+    const flags = parse(args);
+    if (typeof flags === "number") return flags;
     const overrides: Record<string, unknown> = {};
     if (flags.values["grpc-listen"] !== undefined) overrides["grpc.listen"] = flags.values["grpc-listen"];
     if (flags.values["http-listen"] !== undefined) overrides["http.listen"] = flags.values["http-listen"];
@@ -70,7 +65,7 @@ export const runServe: Command = {
 };
 
 function parse(args: string[]) {
-  return parseArgs({
+  return parseFlags("serve", usage, {
     args,
     strict: true,
     allowPositionals: false,

@@ -1,5 +1,4 @@
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { toJsonString } from "@bufbuild/protobuf";
 import { ConfigError, loadConfig } from "../config/config.js";
 import { admit } from "../core/admit.js";
@@ -9,7 +8,7 @@ import { ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_p
 import { RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import { admissionConfig } from "../server.js";
 import { decodeJson } from "../service/decode-request.js";
-import { type Command, usageError } from "./command.js";
+import { type Command, parseFlags, usageError } from "./command.js";
 
 const usage = `Usage: envelope validate [options] FILE
 
@@ -30,12 +29,8 @@ export const runValidate: Command = {
   summary: "validate a JSON RuntimeRequest offline",
   usage,
   async run(args) {
-    let flags: ReturnType<typeof parse>;
-    try {
-      flags = parse(args);
-    } catch (e) {
-      return usageError("validate", (e as Error).message, usage);
-    }
+    const flags = parse(args);
+    if (typeof flags === "number") return flags;
     const [file, ...extra] = flags.positionals;
     if (file === undefined || extra.length > 0) return usageError("validate", "expected exactly one FILE", usage);
     const nowMs = flags.values.at === undefined ? Date.now() : Date.parse(flags.values.at);
@@ -104,7 +99,7 @@ function describe(file: string, error: ErrorEnvelope): string {
 }
 
 function parse(args: string[]) {
-  return parseArgs({
+  return parseFlags("validate", usage, {
     args,
     strict: true,
     allowPositionals: true,

@@ -24,6 +24,7 @@ import { grpcUnaryCall } from "../src/bench/grpc-call.js";
 import { httpPostCall } from "../src/bench/http-call.js";
 import { type CallFn, latencyHistogram, runClosedLoop, runOpenLoop } from "../src/bench/load.js";
 import { renderReport } from "../src/bench/report.js";
+import { spreadOf } from "../src/bench/statistics.js";
 import {
   type Artifact,
   BenchmarkDisclosureSchema,
@@ -146,6 +147,14 @@ const scenarios: Scenario[] = [
     command: serve,
     ready: /"grpc":"127\.0\.0\.1:(\d+)"/,
     connect: grpcTo(admit, admitBody),
+  },
+  {
+    name: "health-grpc-port",
+    description: "grpc.health.v1 Check on Envelope's gRPC port: the service's own cheapest call",
+    transport: "grpc",
+    command: serve,
+    ready: /"grpc":"127\.0\.0\.1:(\d+)"/,
+    connect: grpcTo("/grpc.health.v1.Health/Check", emptyBody),
   },
   {
     name: "admit-http-port-grpc",
@@ -294,6 +303,7 @@ for (const { s, child } of running) {
       serverCpuUsPerCall: serverCpu,
       clientCpuUsPerCall: mean(t.rounds.map((r) => r.clientCpuUsPerCall ?? 0)),
       serverPeakRssBytes: peakRssBytes(child.pid as number),
+      throughputSpread: spreadOf(t.rounds.map((r) => r.achievedRate ?? 0)),
     }),
     ...t.rounds,
   );

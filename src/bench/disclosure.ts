@@ -21,6 +21,7 @@ import {
   SoftwareSchema,
 } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
 import { descriptorSet } from "../schema.js";
+import { spreadOf } from "./statistics.js";
 
 /** The layout of Envelope's additions to the disclosure. */
 export const disclosureFormat = "envelope.bench/1";
@@ -145,6 +146,22 @@ export function verifyDisclosure(json: JsonValue, options: VerifyOptions = {}): 
             `${label}: ${metric} ${key} is reported as ${reported[key]}, the histogram gives ${recomputed[key]}`,
           );
         }
+      }
+    }
+  }
+
+  // Spreads summarize the rounds of the same scenario: recompute them from those rounds.
+  for (const r of d.results) {
+    if (r.repetition !== undefined || r.throughputSpread === undefined) continue;
+    const rounds = d.results
+      .filter((x) => x.scenario === r.scenario && x.repetition !== undefined)
+      .map((x) => x.achievedRate ?? 0);
+    const recomputed = spreadOf(rounds);
+    for (const key of ["n", "mean", "stddev", "ci95Low", "ci95High"] as const) {
+      if (r.throughputSpread[key] !== recomputed[key]) {
+        problems.push(
+          `${r.scenario}: throughput ${key} is reported as ${r.throughputSpread[key]}, its rounds give ${recomputed[key]}`,
+        );
       }
     }
   }

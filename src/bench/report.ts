@@ -2,7 +2,7 @@
 // (log-scaled percentile axis, as HdrHistogram plots them), throughput per scenario, and what the
 // figures are bound to. Self-contained HTML with inline SVG; no scripts, no external resources.
 import * as hdr from "hdr-histogram-js";
-import type { BenchmarkDisclosure } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
+import type { BenchmarkDisclosure, Spread } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
 
 const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
 
@@ -116,7 +116,7 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const table = summary
     .map(
       (r) =>
-        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
     )
     .join("");
   const checks = d.qualityChecks
@@ -143,6 +143,11 @@ ${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, t
 <p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>
 </body></html>
 `;
+}
+
+/** " ±h" where h is the half width of the 95 % confidence interval of the mean over the rounds. */
+function spreadText(s: Spread | undefined): string {
+  return s?.ci95High === undefined || s.mean === undefined ? "" : ` ±${Math.round(s.ci95High - s.mean)}`;
 }
 
 function fmt(us: number | undefined): string {

@@ -2,8 +2,9 @@
 // rounds, and a threshold on the size of the drop.
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { compareDisclosures, mannWhitneyP, median, normalCdf } from "../../src/bench/compare.js";
+import { compareDisclosures } from "../../src/bench/compare.js";
 import { seededRandom } from "../../src/bench/load.js";
+import { mannWhitneyP, median, normalCdf, spreadOf } from "../../src/bench/statistics.js";
 import { BenchmarkDisclosureSchema } from "../../src/gen/envelope/v1/benchmark_disclosure_pb.js";
 
 function run(scenario: string, rates: number[]) {
@@ -33,6 +34,17 @@ describe("statistics", () => {
     // U = 0; z = (50 - 0.5) / sqrt(175) = 3.742; two-sided p = 0.000183.
     expect(mannWhitneyP(low, high)).toBeCloseTo(0.000183, 5);
     expect(mannWhitneyP(high, low)).toBeCloseTo(0.000183, 5);
+  });
+
+  it("gives the mean, spread and 95 % confidence interval of a sample", () => {
+    // mean 5, sample sd sqrt(10/4) = 1.5811; t(4) = 2.776; half width 2.776 * 1.5811 / sqrt(5) = 1.963.
+    const s = spreadOf([3, 4, 5, 6, 7]);
+    expect(s.n).toBe(5);
+    expect(s.mean).toBe(5);
+    expect(s.stddev).toBeCloseTo(1.5811, 4);
+    expect(s.ci95Low).toBeCloseTo(3.037, 3);
+    expect(s.ci95High).toBeCloseTo(6.963, 3);
+    expect(spreadOf([42])).toMatchObject({ n: 1, mean: 42, stddev: 0, ci95Low: 42, ci95High: 42 });
   });
 
   it("finds no difference between a sample and itself", () => {

@@ -12,6 +12,7 @@ import {
   verifyDisclosure,
 } from "../../src/bench/disclosure.js";
 import { latencyHistogram } from "../../src/bench/load.js";
+import { spreadOf } from "../../src/bench/statistics.js";
 import { BenchmarkDisclosureSchema } from "../../src/gen/envelope/v1/benchmark_disclosure_pb.js";
 
 const nowMs = Date.parse("2026-11-22T12:00:00Z");
@@ -35,7 +36,9 @@ function sampleDisclosure(): JsonObject {
         e2eUs: percentilesOf(e2e),
         ttftArtifact: "admit.ttft",
         e2eArtifact: "admit.e2e",
+        throughputSpread: spreadOf([900, 1000, 1100]),
       },
+      ...[900, 1000, 1100].map((achievedRate, i) => ({ scenario: "admit", repetition: i + 1, achievedRate })),
     ],
     artifacts: [histogramArtifact("admit.ttft", ttft), histogramArtifact("admit.e2e", e2e)],
     qualityChecks: [
@@ -89,6 +92,12 @@ describe("disclosure verify", () => {
         expect(verify(tampered), `${metric}.${key}`).toContainEqual(expect.stringContaining(`${key} is reported as`));
       }
     }
+  });
+
+  it("fails when a round's throughput no longer matches the reported spread", () => {
+    const tampered = sampleDisclosure();
+    ((tampered.results as JsonObject[])[2] as JsonObject).achievedRate = 1200;
+    expect(verify(tampered)).toContainEqual(expect.stringContaining("throughput mean is reported as"));
   });
 
   it("fails a quality check marked passed against its own figures", () => {

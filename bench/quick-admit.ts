@@ -384,6 +384,68 @@ for (const pair of openPairs) {
   process.stderr.write(`open loop at ${rate}/s: ${pair.join(" vs ")} done\n`);
 }
 
+// Overload: the floor offered 1.5x its saturation rate in open loop. The driver keeps its schedule
+// (achieved rate, late sends and latency show the server falling behind), showing that the load
+// generator is not what limits the closed-loop figures.
+{
+  const floor = running.find((r) => r.s.name === "floor-grpc-js");
+  const rate = Math.round((summary.get("floor-grpc-js")?.throughput ?? 0) * 1.5);
+  if (floor !== undefined && rate > 0) {
+    const r = await runOpenLoop({ rate, durationMs: seconds * 3000, arrival: "constant", call: floor.load.call });
+    const label = "floor-grpc-js@overload";
+    artifacts.push(histogramArtifact(`${label}.ttft`, r.ttft), histogramArtifact(`${label}.e2e`, r.e2e));
+    results.push(
+      create(ScenarioResultSchema, {
+        scenario: label,
+        description: "empty unary on bare grpc-js, open loop at 1.5x its closed-loop saturation rate",
+        transport: "grpc",
+        loadModel: "open",
+        targetRate: rate,
+        achievedRate: r.completed / Math.max(1e-9, r.elapsedSeconds),
+        scheduled: r.scheduled,
+        completed: r.completed,
+        lateSends: r.lateSends,
+        errors: { ...r.errorsByCategory },
+        errorRate: r.errors / Math.max(1, r.scheduled),
+        durationSeconds: r.elapsedSeconds,
+        ttftUs: percentilesOf(r.ttft),
+        e2eUs: percentilesOf(r.e2e),
+        ttftArtifact: `${label}.ttft`,
+        e2eArtifact: `${label}.e2e`,
+      }),
+    );
+    process.stderr.write(
+      `overload: offered ${rate}/s, completed ${(r.completed / r.elapsedSeconds).toFixed(0)}/s, late sends ${r.lateSends}\n`,
+    );
+  }
+}
+
+// Concurrency sweep (closed loop): throughput against calls in flight, Admit beside its floor.
+const sweep = [1, 4, 16, 64, 256];
+for (let slice = 1; slice <= 2; slice++) {
+  for (const concurrency of sweep) {
+    for (const name of ["floor-grpc-js", "admit-grpc-port"]) {
+      const target = running.find((r) => r.s.name === name);
+      if (target === undefined) continue;
+      const r = await runClosedLoop({ concurrency, durationMs: seconds * 1000, call: target.load.call });
+      results.push(
+        create(ScenarioResultSchema, {
+          scenario: `${name}@sweep`,
+          transport: target.s.transport,
+          loadModel: "closed-sweep",
+          repetition: slice,
+          concurrency,
+          achievedRate: r.completed / r.elapsedSeconds,
+          completed: r.completed,
+          errors: { ...r.errorsByCategory },
+          durationSeconds: r.elapsedSeconds,
+        }),
+      );
+    }
+  }
+}
+process.stderr.write("concurrency sweep done\n");
+
 for (const { child, load } of running) {
   load.close();
   child.kill("SIGKILL");

@@ -26,11 +26,11 @@ export interface CompareOptions {
   readonly alpha?: number;
 }
 
-/** Per-round throughputs by scenario (results with a repetition number). */
+/** Per-round throughputs by scenario (results with a repetition number, sweeps aside). */
 export function roundThroughputs(d: BenchmarkDisclosure): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const r of d.results) {
-    if (r.repetition === undefined || r.achievedRate === undefined) continue;
+    if (r.repetition === undefined || r.achievedRate === undefined || r.loadModel === "closed-sweep") continue;
     out.set(r.scenario, [...(out.get(r.scenario) ?? []), r.achievedRate]);
   }
   return out;

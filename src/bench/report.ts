@@ -83,6 +83,48 @@ function throughputChart(rows: readonly { name: string; rate: number }[]): strin
   return svg(width, height, "Throughput", parts);
 }
 
+/** Throughput against calls in flight (log2 axis), one line per scenario, mean over repetitions. */
+function sweepChart(
+  series: readonly { name: string; points: readonly { concurrency: number; rate: number }[] }[],
+): string {
+  const width = 860;
+  const height = 360;
+  const m = { left: 70, right: 240, top: 20, bottom: 50 };
+  const w = width - m.left - m.right;
+  const h = height - m.top - m.bottom;
+  const all = series.flatMap((s) => s.points);
+  const maxC = Math.max(2, ...all.map((p) => p.concurrency));
+  const maxRate = niceCeiling(Math.max(1, ...all.map((p) => p.rate)));
+  const x = (c: number) => m.left + (Math.log2(c) / Math.log2(maxC)) * w;
+  const y = (rate: number) => m.top + h - (rate / maxRate) * h;
+  const parts: string[] = [];
+  for (let c = 1; c <= maxC; c *= 2) {
+    parts.push(`<line x1="${x(c)}" y1="${m.top}" x2="${x(c)}" y2="${m.top + h}" stroke="#eee"/>`);
+    parts.push(`<text x="${x(c)}" y="${m.top + h + 18}" text-anchor="middle">${c}</text>`);
+  }
+  for (let i = 0; i <= 5; i++) {
+    const rate = (maxRate / 5) * i;
+    parts.push(`<line x1="${m.left}" y1="${y(rate)}" x2="${m.left + w}" y2="${y(rate)}" stroke="#eee"/>`);
+    parts.push(`<text x="${m.left - 8}" y="${y(rate) + 4}" text-anchor="end">${Math.round(rate)}</text>`);
+  }
+  series.forEach((s, i) => {
+    const color = palette[i % palette.length];
+    const d = s.points
+      .map((p, j) => `${j === 0 ? "M" : "L"}${x(p.concurrency).toFixed(1)},${y(p.rate).toFixed(1)}`)
+      .join(" ");
+    parts.push(
+      `<path class="sweep" data-scenario="${escape(s.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
+    );
+    for (const p of s.points)
+      parts.push(`<circle cx="${x(p.concurrency).toFixed(1)}" cy="${y(p.rate).toFixed(1)}" r="3" fill="${color}"/>`);
+    parts.push(`<rect x="${m.left + w + 20}" y="${m.top + i * 22}" width="14" height="4" fill="${color}"/>`);
+    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escape(s.name)}</text>`);
+  });
+  parts.push(`<text x="${m.left + w / 2}" y="${height - 8}" text-anchor="middle">calls in flight (closed loop)</text>`);
+  parts.push(`<text transform="translate(16 ${m.top + h / 2}) rotate(-90)" text-anchor="middle">calls/s</text>`);
+  return svg(width, height, "Throughput against concurrency", parts);
+}
+
 function svg(width: number, height: number, title: string, parts: readonly string[]): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12" role="img" aria-label="${title}"><title>${title}</title>${parts.join("")}</svg>`;
 }
@@ -101,6 +143,19 @@ function trim(v: number): string {
 export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const artifacts = new Map(d.artifacts.map((a) => [a.name, a.content]));
   const summary = d.results.filter((r) => r.repetition === undefined);
+  const sweeps = new Map<string, Map<number, number[]>>();
+  for (const r of d.results) {
+    if (r.loadModel !== "closed-sweep" || r.concurrency === undefined) continue;
+    const byConcurrency = sweeps.get(r.scenario) ?? new Map<number, number[]>();
+    byConcurrency.set(r.concurrency, [...(byConcurrency.get(r.concurrency) ?? []), r.achievedRate ?? 0]);
+    sweeps.set(r.scenario, byConcurrency);
+  }
+  const sweepSeries = [...sweeps].map(([name, byConcurrency]) => ({
+    name,
+    points: [...byConcurrency]
+      .sort((a, b) => a[0] - b[0])
+      .map(([concurrency, rates]) => ({ concurrency, rate: rates.reduce((a, b) => a + b, 0) / rates.length })),
+  }));
   const curvesOf = (model: string) =>
     summary
       .filter((r) => (r.loadModel === "open") === (model === "open"))
@@ -138,6 +193,7 @@ ${escape(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of 
 <h2>Latency by percentile, closed loop (at saturation)</h2>${percentileChart(closedCurves)}
 ${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, timed from intended send)</h2>${percentileChart(openCurves)}` : ""}
 <h2>Throughput</h2>${throughputChart(rows)}
+${sweepSeries.length > 0 ? `<h2>Throughput against concurrency</h2>${sweepChart(sweepSeries)}` : ""}
 <h2>Figures (latency in ms, CPU in µs per call)</h2>
 <table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>error rate</th></tr>${table}</table>
 <p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>

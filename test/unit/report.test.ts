@@ -17,18 +17,32 @@ it("draws one curve and one bar per scenario, and escapes names", () => {
   });
   const disclosure = create(BenchmarkDisclosureSchema, {
     reviewedAtUtc: timestampFromMs(Date.parse("2026-11-22T00:00:00Z")),
-    results: results.map(({ scenario, h }, i) => ({
-      scenario,
-      achievedRate: 1000 * (i + 1),
-      e2eUs: percentilesOf(h),
-      e2eArtifact: `${i}.e2e`,
-    })),
+    results: [
+      ...results.map(({ scenario, h }, i) => ({
+        scenario,
+        achievedRate: 1000 * (i + 1),
+        e2eUs: percentilesOf(h),
+        e2eArtifact: `${i}.e2e`,
+      })),
+      ...[1, 4, 16].flatMap((concurrency) =>
+        [1, 2].map((repetition) => ({
+          scenario: "floor@sweep",
+          loadModel: "closed-sweep",
+          concurrency,
+          repetition,
+          achievedRate: 100 * concurrency,
+        })),
+      ),
+    ],
     artifacts: results.map(({ h }, i) => histogramArtifact(`${i}.e2e`, h)),
     qualityChecks: [{ name: "ratio", observed: 0.5, comparison: ">=", threshold: 0.8, passed: false }],
   });
   const html = renderReport(disclosure, "run <1>");
   expect(html.match(/<path class="curve"/g)).toHaveLength(2);
   expect(html.match(/<rect class="bar"/g)).toHaveLength(2);
+  // The sweep is its own chart: one line through one point per concurrency, not a bar.
+  expect(html.match(/<path class="sweep"/g)).toHaveLength(1);
+  expect(html.match(/<circle /g)).toHaveLength(3);
   expect(html).toContain("admit &lt;fast&gt; &amp; &quot;lean&quot;");
   expect(html).not.toContain("<fast>");
   expect(html).toContain("<title>run &lt;1&gt;</title>");

@@ -6,7 +6,7 @@ import type { BenchmarkDisclosure, Spread } from "../gen/envelope/v1/benchmark_d
 
 const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
 
-const escape = (s: string) =>
+const escapeHtml = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
 
 interface Curve {
@@ -50,10 +50,10 @@ function percentileChart(curves: readonly Curve[]): string {
     const color = palette[i % palette.length];
     const d = c.points.map((p, j) => `${j === 0 ? "M" : "L"}${x(p.nines).toFixed(1)},${y(p.ms).toFixed(1)}`).join(" ");
     parts.push(
-      `<path class="curve" data-scenario="${escape(c.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
+      `<path class="curve" data-scenario="${escapeHtml(c.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
     );
     parts.push(`<rect x="${m.left + w + 20}" y="${m.top + i * 22}" width="14" height="4" fill="${color}"/>`);
-    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escape(c.name)}</text>`);
+    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escapeHtml(c.name)}</text>`);
   });
   parts.push(
     `<text x="${m.left + w / 2}" y="${height - 8}" text-anchor="middle">percentile (log scale: each grid line adds a nine)</text>`,
@@ -75,8 +75,8 @@ function throughputChart(rows: readonly { name: string; rate: number }[]): strin
     const yTop = m.top + i * (barHeight + 8);
     const len = (r.rate / max) * w;
     return (
-      `<text x="${m.left - 8}" y="${yTop + 15}" text-anchor="end">${escape(r.name)}</text>` +
-      `<rect class="bar" data-scenario="${escape(r.name)}" x="${m.left}" y="${yTop}" width="${len.toFixed(1)}" height="${barHeight}" fill="${palette[i % palette.length]}"/>` +
+      `<text x="${m.left - 8}" y="${yTop + 15}" text-anchor="end">${escapeHtml(r.name)}</text>` +
+      `<rect class="bar" data-scenario="${escapeHtml(r.name)}" x="${m.left}" y="${yTop}" width="${len.toFixed(1)}" height="${barHeight}" fill="${palette[i % palette.length]}"/>` +
       `<text x="${m.left + len + 6}" y="${yTop + 15}">${Math.round(r.rate)}/s</text>`
     );
   });
@@ -113,12 +113,12 @@ function sweepChart(
       .map((p, j) => `${j === 0 ? "M" : "L"}${x(p.concurrency).toFixed(1)},${y(p.rate).toFixed(1)}`)
       .join(" ");
     parts.push(
-      `<path class="sweep" data-scenario="${escape(s.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
+      `<path class="sweep" data-scenario="${escapeHtml(s.name)}" d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`,
     );
     for (const p of s.points)
       parts.push(`<circle cx="${x(p.concurrency).toFixed(1)}" cy="${y(p.rate).toFixed(1)}" r="3" fill="${color}"/>`);
     parts.push(`<rect x="${m.left + w + 20}" y="${m.top + i * 22}" width="14" height="4" fill="${color}"/>`);
-    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escape(s.name)}</text>`);
+    parts.push(`<text x="${m.left + w + 40}" y="${m.top + i * 22 + 6}">${escapeHtml(s.name)}</text>`);
   });
   parts.push(`<text x="${m.left + w / 2}" y="${height - 8}" text-anchor="middle">calls in flight (closed loop)</text>`);
   parts.push(`<text transform="translate(16 ${m.top + h / 2}) rotate(-90)" text-anchor="middle">calls/s</text>`);
@@ -171,24 +171,24 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const table = summary
     .map(
       (r) =>
-        `<tr><td>${escape(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+        `<tr><td>${escapeHtml(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
     )
     .join("");
   const checks = d.qualityChecks
     .map(
       (q) =>
-        `<li>${q.passed ? "pass" : "FAIL"}: ${escape(q.name)}: ${q.observed} ${escape(q.comparison)} ${q.threshold}</li>`,
+        `<li>${q.passed ? "pass" : "FAIL"}: ${escapeHtml(q.name)}: ${q.observed} ${escapeHtml(q.comparison)} ${q.threshold}</li>`,
     )
     .join("");
   const s = d.software;
   const hw = d.hardware;
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}</style>
 </head><body>
-<h1>${escape(title)}</h1>
-<p>Reviewed ${d.reviewedAtUtc ? new Date(Number(d.reviewedAtUtc.seconds) * 1000).toISOString() : "?"}; git ${escape(s?.gitRevision ?? "?")}${s?.gitDirty ? " (dirty work tree)" : ""}; ${escape(hw?.cpuModel ?? "")}, ${hw?.logicalCpus ?? "?"} logical CPUs, ${hw?.memoryGib ?? "?"} GiB; ${escape(s?.runtime ?? "")}.<br>
-${escape(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario; ${escape(d.method?.loadGenerator ?? "")}.</p>
+<h1>${escapeHtml(title)}</h1>
+<p>Reviewed ${d.reviewedAtUtc ? new Date(Number(d.reviewedAtUtc.seconds) * 1000).toISOString() : "?"}; git ${escapeHtml(s?.gitRevision ?? "?")}${s?.gitDirty ? " (dirty work tree)" : ""}; ${escapeHtml(hw?.cpuModel ?? "")}, ${hw?.logicalCpus ?? "?"} logical CPUs, ${hw?.memoryGib ?? "?"} GiB; ${escapeHtml(s?.runtime ?? "")}.<br>
+${escapeHtml(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario; ${escapeHtml(d.method?.loadGenerator ?? "")}.</p>
 <h2>Quality checks</h2><ul>${checks}</ul>
 <h2>Latency by percentile, closed loop (at saturation)</h2>${percentileChart(closedCurves)}
 ${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, timed from intended send)</h2>${percentileChart(openCurves)}` : ""}

@@ -56,7 +56,7 @@ export const runDisclosure: Command = {
         process.stderr.write(`envelope disclosure: ${file} is not a BenchmarkDisclosure: ${(e as Error).message}\n`);
         return 2;
       }
-      const out = flags.values.out ?? file.replace(/\.json$/, "") + ".html";
+      const out = flags.values.out ?? `${file.replace(/\.json$/, "")}.html`;
       writeFileSync(out, renderReport(disclosure, basename(file)));
       process.stdout.write(`${out}: written\n`);
       return 0;

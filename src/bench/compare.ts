@@ -27,7 +27,7 @@ export interface CompareOptions {
 }
 
 /** Per-round throughputs by scenario (results with a repetition number, sweeps aside). */
-export function roundThroughputs(d: BenchmarkDisclosure): Map<string, number[]> {
+function roundThroughputs(d: BenchmarkDisclosure): Map<string, number[]> {
   const out = new Map<string, number[]>();
   for (const r of d.results) {
     if (r.repetition === undefined || r.achievedRate === undefined || r.loadModel === "closed-sweep") continue;

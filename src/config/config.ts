@@ -261,7 +261,7 @@ export function parseListenAddress(text: string): ListenAddress | undefined {
   return { host: match[1] ?? match[2] ?? "", port };
 }
 
-export function parseDuration(text: string): number | undefined {
+function parseDuration(text: string): number | undefined {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
   if (match === null) return undefined;
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];

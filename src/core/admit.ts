@@ -119,7 +119,7 @@ export function invalidMessage(count: number): string {
  * touching the caller's object. Returns the request itself when nothing changes (the common case),
  * so that callers can tell by identity that the normalized request is the one received.
  */
-export function normalize(request: RuntimeRequest, config: AdmissionConfig): RuntimeRequest {
+function normalize(request: RuntimeRequest, config: AdmissionConfig): RuntimeRequest {
   const trace = request.trace as NonNullable<RuntimeRequest["trace"]>;
   const permissions = request.permissions as NonNullable<RuntimeRequest["permissions"]>;
   const risk = request.risk as NonNullable<RuntimeRequest["risk"]>;

@@ -7,7 +7,7 @@ export const serverContractVersion = "2.0";
 const server = parse(serverContractVersion) as ContractVersion;
 
 /** Majors accepted; each accepts every minor. */
-export const supportedMajors: readonly number[] = Object.freeze([server.major]);
+const supportedMajors: readonly number[] = Object.freeze([server.major]);
 
 /** Human-readable list of accepted versions, e.g. "2.x". */
 export const supportedVersionsText: readonly string[] = Object.freeze(supportedMajors.map((m) => `${m}.x`));

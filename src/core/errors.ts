@@ -4,20 +4,6 @@
 import { create } from "@bufbuild/protobuf";
 import { type ErrorEnvelope, ErrorEnvelopeSchema, type FieldViolation } from "../gen/envelope/v1/error_pb.js";
 
-/** The families every error category starts with. */
-export type ErrorFamily =
-  | "validation"
-  | "authentication"
-  | "authorization"
-  | "policy"
-  | "capacity"
-  | "dependency"
-  | "model"
-  | "tool"
-  | "timeout"
-  | "cancellation"
-  | "internal";
-
 /** gRPC status code names used by the table (Connect uses the matching code). */
 export type GrpcCodeName =
   | "INVALID_ARGUMENT"

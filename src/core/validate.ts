@@ -32,7 +32,7 @@ const precheck = compilePrecheck(RuntimeRequestSchema, (source) => {
   return (value) => re.test(value);
 });
 
-export const microsPerUsd = 1_000_000;
+const microsPerUsd = 1_000_000;
 
 /**
  * US dollars as whole micro-dollars, rounded down so a grant never exceeds what the caller
@@ -143,7 +143,7 @@ export function unsupportedVersion(requested: string): FieldViolation {
   );
 }
 
-export function timestampMs(ts: Timestamp | undefined): number | undefined {
+function timestampMs(ts: Timestamp | undefined): number | undefined {
   return ts === undefined ? undefined : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
 }
 

@@ -27,10 +27,10 @@ const grpcCodes: Record<GrpcCodeName, GrpcStatus> = {
 // Connect's codes are numerically gRPC's.
 const connectCodes: Record<GrpcCodeName, Code> = grpcCodes as unknown as Record<GrpcCodeName, Code>;
 
-export const errorEnvelopeTypeUrl = `type.googleapis.com/${ErrorEnvelopeSchema.typeName}`;
+const errorEnvelopeTypeUrl = `type.googleapis.com/${ErrorEnvelopeSchema.typeName}`;
 
 /** google.rpc.Status { code, message, details: [Any(ErrorEnvelope)] }, encoded by hand to avoid a dependency. */
-export function encodeStatusDetails(code: number, envelope: ErrorEnvelope): Uint8Array {
+function encodeStatusDetails(code: number, envelope: ErrorEnvelope): Uint8Array {
   const w = new BinaryWriter();
   if (code !== 0) w.tag(1, WireType.Varint).int32(code);
   const message = envelope.error?.message ?? "";

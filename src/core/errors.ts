@@ -9,6 +9,8 @@ export type GrpcCodeName =
   | "INVALID_ARGUMENT"
   | "UNAUTHENTICATED"
   | "PERMISSION_DENIED"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
   | "FAILED_PRECONDITION"
   | "RESOURCE_EXHAUSTED"
   | "UNAVAILABLE"
@@ -32,6 +34,24 @@ export interface ErrorCategoryRule {
  */
 export const errorCategories: readonly ErrorCategoryRule[] = Object.freeze([
   rule("validation", "INVALID_ARGUMENT", false, "The request breaks the contract; fix it before sending again."),
+  rule(
+    "validation.not-found",
+    "NOT_FOUND",
+    false,
+    "The request names an envelope the ledger does not have (or the caller may not see).",
+  ),
+  rule(
+    "validation.conflict",
+    "ALREADY_EXISTS",
+    false,
+    "An idempotency key or request id was already used for a different request.",
+  ),
+  rule(
+    "validation.state",
+    "FAILED_PRECONDITION",
+    false,
+    "The envelope's current state does not allow this transition; the error names the state.",
+  ),
   rule("authentication", "UNAUTHENTICATED", false, "The caller could not be identified."),
   rule("authorization", "PERMISSION_DENIED", false, "The caller may not do this for this tenant or actor."),
   rule("policy", "FAILED_PRECONDITION", false, "A policy denies the request as it stands."),

@@ -1,0 +1,401 @@
+// The SQLite ledger: better-sqlite3 on a WAL-mode file. Its calls are synchronous, so this class runs
+// inside a worker thread (sqlite-worker.ts) and never on the event loop that serves requests; the
+// worker runs every batch of operations in one transaction with one sync (group commit).
+import Database from "better-sqlite3";
+import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
+import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
+import type {
+  AdmitEntry,
+  AdmitOutcome,
+  EnvelopeRow,
+  EventRow,
+  ExpiryInput,
+  ListFilter,
+  NewEvent,
+  TransitionInput,
+  TransitionOutcome,
+} from "./store.js";
+
+/** "process": a commit survives the process crashing; "fsync": it also survives power loss. */
+export type Durability = "process" | "fsync";
+
+const terminalStates = Object.values(LifecycleState)
+  .filter((s): s is LifecycleState => typeof s === "number" && isTerminal(s))
+  .join(", ");
+const expirable = expirableStates.join(", ");
+
+/** Versioned schema changes, applied in order on open; each runs once, in its own transaction. */
+const migrations: readonly { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE envelopes (
+        envelope_id     TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL,
+        actor_subject   TEXT NOT NULL,
+        kind            INTEGER NOT NULL,
+        state           INTEGER NOT NULL,
+        request_id      TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT,
+        request_hash    TEXT NOT NULL,
+        received_at_ms  INTEGER NOT NULL,
+        deadline_ms     INTEGER NOT NULL,
+        last_event_ms   INTEGER NOT NULL,
+        event_count     INTEGER NOT NULL,
+        envelope        BLOB NOT NULL,
+        response        BLOB,
+        error           BLOB,
+        usage           BLOB
+      );
+      CREATE UNIQUE INDEX envelopes_idempotency ON envelopes (tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX envelopes_tenant ON envelopes (tenant_id, envelope_id);
+      CREATE INDEX envelopes_expiry ON envelopes (deadline_ms) WHERE state IN (${expirable});
+      CREATE INDEX envelopes_compaction ON envelopes (last_event_ms) WHERE state IN (${terminalStates});
+      -- AUTOINCREMENT: a seq is never reused after compaction deletes the newest events.
+      CREATE TABLE events (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        envelope_id       TEXT NOT NULL,
+        envelope_sequence INTEGER NOT NULL,
+        tenant_id         TEXT NOT NULL,
+        kind              INTEGER NOT NULL,
+        from_state        INTEGER NOT NULL,
+        to_state          INTEGER NOT NULL,
+        at_ms             INTEGER NOT NULL,
+        caller            TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        usage             BLOB,
+        error             BLOB,
+        UNIQUE (envelope_id, envelope_sequence)
+      );
+    `,
+  },
+];
+
+export const sqliteSchemaVersion = migrations.at(-1)?.version ?? 0;
+
+interface RawEnvelope {
+  envelope_id: string;
+  tenant_id: string;
+  actor_subject: string;
+  kind: number;
+  state: number;
+  request_id: string;
+  idempotency_key: string | null;
+  request_hash: string;
+  received_at_ms: number;
+  deadline_ms: number;
+  last_event_ms: number;
+  event_count: number;
+  envelope: Uint8Array;
+  response: Uint8Array | null;
+  error: Uint8Array | null;
+  usage: Uint8Array | null;
+}
+
+interface RawEvent {
+  seq: number;
+  envelope_id: string;
+  envelope_sequence: number;
+  tenant_id: string;
+  kind: number;
+  from_state: number;
+  to_state: number;
+  at_ms: number;
+  caller: string;
+  reason: string;
+  usage: Uint8Array | null;
+  error: Uint8Array | null;
+}
+
+const envelopeRow = (r: RawEnvelope): EnvelopeRow => ({
+  envelopeId: r.envelope_id,
+  tenantId: r.tenant_id,
+  actorSubject: r.actor_subject,
+  kind: r.kind,
+  state: r.state,
+  requestId: r.request_id,
+  idempotencyKey: r.idempotency_key ?? "",
+  requestHash: r.request_hash,
+  receivedAtMs: r.received_at_ms,
+  deadlineMs: r.deadline_ms,
+  lastEventMs: r.last_event_ms,
+  eventCount: r.event_count,
+  envelope: r.envelope,
+  response: r.response,
+  error: r.error,
+  usage: r.usage,
+});
+
+const eventRow = (r: RawEvent): EventRow => ({
+  seq: r.seq,
+  envelopeId: r.envelope_id,
+  envelopeSequence: r.envelope_sequence,
+  tenantId: r.tenant_id,
+  kind: r.kind,
+  fromState: r.from_state,
+  toState: r.to_state,
+  atMs: r.at_ms,
+  caller: r.caller,
+  reason: r.reason,
+  usage: r.usage,
+  error: r.error,
+});
+
+/** Applies pending migrations; returns the versions applied. */
+export function migrateSqlite(db: Database.Database): number[] {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)");
+  const applied = new Set(
+    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version),
+  );
+  const newest = Math.max(0, ...applied);
+  if (newest > sqliteSchemaVersion) {
+    throw new Error(
+      `the ledger's schema is version ${newest}, newer than this release knows (${sqliteSchemaVersion}); upgrade Envelope`,
+    );
+  }
+  const done: number[] = [];
+  for (const m of migrations) {
+    if (applied.has(m.version)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?, ?)").run(m.version, Date.now());
+    })();
+    done.push(m.version);
+  }
+  return done;
+}
+
+export function openSqlite(path: string, durability: Durability): Database.Database {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  // NORMAL in WAL mode: a commit is in the WAL file (the OS has it) before it returns, so it
+  // survives the process dying; FULL also waits for the disk, so it survives power loss.
+  db.pragma(`synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
+  db.pragma("busy_timeout = 5000");
+  return db;
+}
+
+/** The ledger's operations on one SQLite connection. Not thread-safe; one instance per worker. */
+export class SqliteLedger {
+  private readonly insertEnvelope;
+  private readonly insertEvent;
+  private readonly selectEnvelope;
+  private readonly selectExisting;
+  private readonly updateEnvelope;
+  private readonly selectEvents;
+  private readonly selectLatestSeq;
+
+  constructor(private readonly db: Database.Database) {
+    this.insertEnvelope = db.prepare(
+      `INSERT INTO envelopes (envelope_id, tenant_id, actor_subject, kind, state, request_id, idempotency_key,
+         request_hash, received_at_ms, deadline_ms, last_event_ms, event_count, envelope, response, error, usage)
+       VALUES (@envelopeId, @tenantId, @actorSubject, @kind, @state, @requestId, @idempotencyKey, @requestHash,
+         @receivedAtMs, @deadlineMs, @lastEventMs, @eventCount, @envelope, @response, @error, @usage)
+       ON CONFLICT DO NOTHING`,
+    );
+    this.insertEvent = db.prepare(
+      `INSERT INTO events (envelope_id, envelope_sequence, tenant_id, kind, from_state, to_state, at_ms, caller,
+         reason, usage, error)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.selectEnvelope = db.prepare("SELECT * FROM envelopes WHERE envelope_id = ?");
+    this.selectExisting = db.prepare(
+      `SELECT * FROM envelopes WHERE request_id = ?
+       UNION ALL SELECT * FROM envelopes WHERE tenant_id = ? AND idempotency_key = ? LIMIT 1`,
+    );
+    this.updateEnvelope = db.prepare(
+      `UPDATE envelopes SET state = ?, last_event_ms = ?, event_count = ?,
+         response = coalesce(?, response), error = coalesce(?, error), usage = coalesce(?, usage)
+       WHERE envelope_id = ?`,
+    );
+    this.selectEvents = db.prepare("SELECT * FROM events WHERE envelope_id = ? ORDER BY envelope_sequence");
+    this.selectLatestSeq = db.prepare("SELECT coalesce(max(seq), 0) AS seq FROM events").pluck();
+  }
+
+  /** Runs `work` in one transaction; each item in its own savepoint so that one failure stays its own. */
+  batch<T>(items: readonly (() => T)[]): ({ ok: true; value: T } | { ok: false; error: unknown })[] {
+    return this.db.transaction(() =>
+      items.map((item) => {
+        try {
+          return { ok: true as const, value: this.db.transaction(item)() };
+        } catch (error) {
+          return { ok: false as const, error };
+        }
+      }),
+    )();
+  }
+
+  admit(entries: readonly AdmitEntry[]): AdmitOutcome[] {
+    return entries.map(({ row, events }) => {
+      const last = events.at(-1);
+      const inserted = this.insertEnvelope.run({
+        ...row,
+        idempotencyKey: row.idempotencyKey === "" ? null : row.idempotencyKey,
+        state: last?.toState ?? row.state,
+        lastEventMs: events.reduce((t, e) => eventTimeMs(e.atMs, t), 0),
+        eventCount: events.length,
+        response: row.response,
+        error: row.error,
+        usage: row.usage,
+      });
+      if (inserted.changes === 0) {
+        const existing = this.selectExisting.get(row.requestId, row.tenantId, row.idempotencyKey) as RawEnvelope;
+        return { kind: "existing", row: envelopeRow(existing) };
+      }
+      let from = LifecycleState.UNSPECIFIED;
+      let previousMs = 0;
+      events.forEach((e, i) => {
+        previousMs = eventTimeMs(e.atMs, previousMs);
+        this.appendEvent(row.envelopeId, i + 1, row.tenantId, row.kind, from, previousMs, e);
+        from = e.toState;
+      });
+      return { kind: "inserted" };
+    });
+  }
+
+  private appendEvent(
+    envelopeId: string,
+    sequence: number,
+    tenantId: string,
+    kind: number,
+    from: LifecycleState,
+    atMs: number,
+    e: NewEvent,
+  ): number {
+    const result = this.insertEvent.run(
+      envelopeId,
+      sequence,
+      tenantId,
+      kind,
+      from,
+      e.toState,
+      atMs,
+      e.caller,
+      e.reason,
+      e.usage ?? null,
+      e.error ?? null,
+    );
+    return Number(result.lastInsertRowid);
+  }
+
+  transition(input: TransitionInput): TransitionOutcome {
+    const raw = this.selectEnvelope.get(input.envelopeId) as RawEnvelope | undefined;
+    if (raw === undefined) return { kind: "not-found" };
+    const check = checkTransition(raw.state, input.event.toState);
+    if (!check.ok) return { kind: "not-allowed", current: raw.state, message: check.message };
+    const atMs = eventTimeMs(input.event.atMs, raw.last_event_ms);
+    const sequence = raw.event_count + 1;
+    const seq = this.appendEvent(raw.envelope_id, sequence, raw.tenant_id, raw.kind, raw.state, atMs, input.event);
+    this.updateEnvelope.run(
+      input.event.toState,
+      atMs,
+      sequence,
+      input.response ?? null,
+      input.error ?? null,
+      input.usage ?? null,
+      raw.envelope_id,
+    );
+    return {
+      kind: "done",
+      row: envelopeRow(this.selectEnvelope.get(raw.envelope_id) as RawEnvelope),
+      event: {
+        seq,
+        envelopeId: raw.envelope_id,
+        envelopeSequence: sequence,
+        tenantId: raw.tenant_id,
+        kind: raw.kind,
+        fromState: raw.state,
+        toState: input.event.toState,
+        atMs,
+        caller: input.event.caller,
+        reason: input.event.reason,
+        usage: input.event.usage ?? null,
+        error: input.event.error ?? null,
+      },
+    };
+  }
+
+  get(envelopeId: string): EnvelopeRow | undefined {
+    const raw = this.selectEnvelope.get(envelopeId) as RawEnvelope | undefined;
+    return raw === undefined ? undefined : envelopeRow(raw);
+  }
+
+  events(envelopeId: string): EventRow[] {
+    return (this.selectEvents.all(envelopeId) as RawEvent[]).map(eventRow);
+  }
+
+  list(filter: ListFilter): EnvelopeRow[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (sql: string, ...values: unknown[]) => {
+      where.push(sql);
+      args.push(...values);
+    };
+    if (filter.tenantId) add("tenant_id = ?", filter.tenantId);
+    if (filter.actorSubject) add("actor_subject = ?", filter.actorSubject);
+    if (filter.states?.length) add(`state IN (${filter.states.map(() => "?").join(", ")})`, ...filter.states);
+    if (filter.kinds?.length) add(`kind IN (${filter.kinds.map(() => "?").join(", ")})`, ...filter.kinds);
+    if (filter.receivedAfterMs !== undefined) add("received_at_ms >= ?", filter.receivedAfterMs);
+    if (filter.receivedBeforeMs !== undefined) add("received_at_ms < ?", filter.receivedBeforeMs);
+    if (filter.beforeEnvelopeId) add("envelope_id < ?", filter.beforeEnvelopeId);
+    const sql = `SELECT * FROM envelopes ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
+      ORDER BY envelope_id DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit) as RawEnvelope[]).map(envelopeRow);
+  }
+
+  eventsAfter(afterSeq: number, tenantId: string | undefined, limit: number): EventRow[] {
+    const sql = tenantId
+      ? "SELECT * FROM events WHERE seq > ? AND tenant_id = ? ORDER BY seq LIMIT ?"
+      : "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
+    const args = tenantId ? [afterSeq, tenantId, limit] : [afterSeq, limit];
+    return (this.db.prepare(sql).all(...args) as RawEvent[]).map(eventRow);
+  }
+
+  latestSeq(): number {
+    return this.selectLatestSeq.get() as number;
+  }
+
+  expire(input: ExpiryInput): EventRow[] {
+    const due = this.db
+      .prepare(
+        `SELECT envelope_id, state FROM envelopes
+         WHERE state IN (${expirable}) AND deadline_ms > 0 AND deadline_ms < ? ORDER BY deadline_ms LIMIT ?`,
+      )
+      .all(input.deadlineBeforeMs, input.limit) as { envelope_id: string; state: LifecycleState }[];
+    const events: EventRow[] = [];
+    for (const { envelope_id, state } of due) {
+      const error = input.errors.get(state) ?? null;
+      const outcome = this.transition({
+        envelopeId: envelope_id,
+        event: {
+          toState: LifecycleState.EXPIRED,
+          atMs: input.nowMs,
+          caller: "envelope",
+          reason: input.reasons.get(state) ?? "",
+          error,
+        },
+        error,
+      });
+      if (outcome.kind === "done") events.push(outcome.event);
+    }
+    return events;
+  }
+
+  compact(lastEventBeforeMs: number, limit: number): number {
+    const ids = this.db
+      .prepare(
+        `SELECT envelope_id FROM envelopes WHERE state IN (${terminalStates}) AND last_event_ms < ?
+         ORDER BY last_event_ms LIMIT ?`,
+      )
+      .pluck()
+      .all(lastEventBeforeMs, limit) as string[];
+    const deleteEvents = this.db.prepare("DELETE FROM events WHERE envelope_id = ?");
+    const deleteEnvelope = this.db.prepare("DELETE FROM envelopes WHERE envelope_id = ?");
+    for (const id of ids) {
+      deleteEvents.run(id);
+      deleteEnvelope.run(id);
+    }
+    return ids.length;
+  }
+}

@@ -1,0 +1,64 @@
+// The worker thread that owns the SQLite connection. Each message from the main thread is one batch
+// of ledger operations; the batch runs in one transaction (one commit, one sync), each operation in
+// its own savepoint, and one message goes back with every result in order.
+import { parentPort, workerData } from "node:worker_threads";
+import { type Durability, migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
+import type { LedgerStore } from "./store.js";
+
+export interface SqliteWorkerData {
+  readonly path: string;
+  readonly durability: Durability;
+}
+
+/** The store's operations, as the worker runs them (every method except close). */
+export type LedgerOperation = Exclude<keyof LedgerStore, "kind" | "close">;
+
+export type WorkerRequest =
+  | { readonly type: "batch"; readonly ops: readonly { op: LedgerOperation; args: unknown[] }[] }
+  | { readonly type: "close" };
+
+export type WorkerReply =
+  | { readonly type: "ready"; readonly migrated: number[] }
+  | { readonly type: "batch"; readonly results: ({ ok: true; value: unknown } | { ok: false; message: string })[] }
+  | { readonly type: "closed" }
+  | { readonly type: "failed"; readonly message: string };
+
+const port = parentPort;
+if (port === null) throw new Error("sqlite-worker.js runs as a worker thread");
+const { path, durability } = workerData as SqliteWorkerData;
+
+try {
+  const db = openSqlite(path, durability);
+  const migrated = migrateSqlite(db);
+  const ledger = new SqliteLedger(db);
+  port.postMessage({ type: "ready", migrated } satisfies WorkerReply);
+  port.on("message", (request: WorkerRequest) => {
+    if (request.type === "close") {
+      db.close();
+      port.postMessage({ type: "closed" } satisfies WorkerReply);
+      port.close();
+      return;
+    }
+    try {
+      const results = ledger
+        .batch(
+          request.ops.map(
+            ({ op, args }) =>
+              () =>
+                (ledger[op] as (...a: unknown[]) => unknown)(...args),
+          ),
+        )
+        .map((r) => (r.ok ? r : { ok: false as const, message: String((r.error as Error)?.message ?? r.error) }));
+      port.postMessage({ type: "batch", results } satisfies WorkerReply);
+    } catch (error) {
+      // The transaction itself failed (disk full, I/O error): nothing of the batch was committed.
+      const message = String((error as Error)?.message ?? error);
+      port.postMessage({
+        type: "batch",
+        results: request.ops.map(() => ({ ok: false, message })),
+      } satisfies WorkerReply);
+    }
+  });
+} catch (error) {
+  port.postMessage({ type: "failed", message: String((error as Error)?.message ?? error) } satisfies WorkerReply);
+}

@@ -1,0 +1,297 @@
+// One conformance suite for every ledger store: each store's test file calls it with a way to open a
+// fresh, empty store on real storage. What a store must do is defined here once.
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
+import type { AdmitEntry, LedgerStore, NewEvent } from "../../src/ledger/store.js";
+
+export interface StoreFactory {
+  /** A store on empty storage. */
+  fresh(): Promise<LedgerStore>;
+  /** The store reopened on the storage of the last fresh() (after close). */
+  reopen(): Promise<LedgerStore>;
+}
+
+let idCounter = 0;
+/** Ids that sort in creation order, like the ULIDs the service makes. */
+const nextEnvelopeId = () => `env_${String(++idCounter).padStart(10, "0")}${randomUUID().slice(0, 8)}`;
+
+export function entry(init: {
+  tenantId?: string;
+  idempotencyKey?: string;
+  requestId?: string;
+  deadlineMs?: number;
+  atMs?: number;
+  actorSubject?: string;
+  kind?: number;
+  requestHash?: string;
+}): AdmitEntry {
+  const atMs = init.atMs ?? 1_000_000;
+  const envelopeId = nextEnvelopeId();
+  const events: NewEvent[] = [
+    { toState: S.RECEIVED, atMs, caller: "test", reason: "" },
+    { toState: S.ADMITTED, atMs, caller: "test", reason: "within limits" },
+  ];
+  return {
+    row: {
+      envelopeId,
+      tenantId: init.tenantId ?? "tenant-a",
+      actorSubject: init.actorSubject ?? "user:alice",
+      kind: init.kind ?? 2,
+      state: S.ADMITTED,
+      requestId: init.requestId ?? randomUUID(),
+      idempotencyKey: init.idempotencyKey ?? "",
+      requestHash: init.requestHash ?? "hash-1",
+      receivedAtMs: atMs,
+      deadlineMs: init.deadlineMs ?? 0,
+      envelope: new TextEncoder().encode(envelopeId),
+      response: null,
+      error: null,
+      usage: null,
+    },
+    events,
+  };
+}
+
+const event = (toState: S, atMs = 2_000_000, extra: Partial<NewEvent> = {}): NewEvent => ({
+  toState,
+  atMs,
+  caller: "test",
+  reason: `to ${S[toState]}`,
+  ...extra,
+});
+
+export function describeStoreConformance(name: string, factory: StoreFactory): void {
+  describe(`ledger store conformance: ${name}`, () => {
+    let store: LedgerStore;
+    beforeAll(async () => {
+      store = await factory.fresh();
+    });
+    afterAll(async () => {
+      await store?.close();
+    });
+
+    it("admits an envelope with its first events, in order", async () => {
+      const e = entry({});
+      expect(await store.admit([e])).toEqual([{ kind: "inserted" }]);
+      const row = await store.get(e.row.envelopeId);
+      expect(row?.state).toBe(S.ADMITTED);
+      expect(row?.eventCount).toBe(2);
+      expect(Buffer.from(row?.envelope ?? []).toString()).toBe(e.row.envelopeId);
+      const events = await store.events(e.row.envelopeId);
+      expect(events.map((x) => [x.envelopeSequence, x.fromState, x.toState])).toEqual([
+        [1, S.UNSPECIFIED, S.RECEIVED],
+        [2, S.RECEIVED, S.ADMITTED],
+      ]);
+      expect((events[1]?.seq ?? 0) > (events[0]?.seq ?? 0)).toBe(true);
+      expect(await store.get("env_missing")).toBeUndefined();
+    });
+
+    it("returns the stored envelope for a repeated request id or tenant+idempotency key", async () => {
+      const first = entry({ idempotencyKey: "key-1" });
+      await store.admit([first]);
+      const sameRequestId = entry({ requestId: first.row.requestId });
+      const sameKey = entry({ idempotencyKey: "key-1" });
+      const otherTenant = entry({ idempotencyKey: "key-1", tenantId: "tenant-b" });
+      const outcomes = await store.admit([sameRequestId, sameKey, otherTenant]);
+      expect(outcomes[0]).toMatchObject({ kind: "existing", row: { envelopeId: first.row.envelopeId } });
+      expect(outcomes[1]).toMatchObject({ kind: "existing", row: { envelopeId: first.row.envelopeId } });
+      expect(outcomes[2]).toEqual({ kind: "inserted" });
+      expect(await store.get(sameKey.row.envelopeId)).toBeUndefined();
+      expect(await store.events(sameKey.row.envelopeId)).toEqual([]);
+    });
+
+    it("deduplicates within one batch and across concurrent batches", async () => {
+      const a = entry({ idempotencyKey: "key-race" });
+      const b = entry({ idempotencyKey: "key-race" });
+      const [inBatch] = [await store.admit([a, b])];
+      expect(inBatch.map((o) => o.kind)).toEqual(["inserted", "existing"]);
+      const racers = Array.from({ length: 20 }, () => entry({ idempotencyKey: "key-race-2" }));
+      const outcomes = (await Promise.all(racers.map((r) => store.admit([r])))).flat();
+      expect(outcomes.filter((o) => o.kind === "inserted")).toHaveLength(1);
+      const winner = racers[outcomes.findIndex((o) => o.kind === "inserted")]?.row.envelopeId;
+      for (const o of outcomes) if (o.kind === "existing") expect(o.row.envelopeId).toBe(winner);
+    });
+
+    it("moves along the lifecycle graph, storing the response and usage", async () => {
+      const e = entry({});
+      await store.admit([e]);
+      const id = e.row.envelopeId;
+      const started = await store.transition({ envelopeId: id, event: event(S.RUNNING) });
+      expect(started).toMatchObject({ kind: "done", row: { state: S.RUNNING, eventCount: 3 } });
+      const response = new Uint8Array([1, 2, 3]);
+      const usage = new Uint8Array([4, 5]);
+      const completed = await store.transition({
+        envelopeId: id,
+        event: event(S.COMPLETED, 2_000_100, { usage }),
+        response,
+        usage,
+      });
+      expect(completed.kind).toBe("done");
+      if (completed.kind !== "done") return;
+      expect(completed.row.state).toBe(S.COMPLETED);
+      expect([...(completed.row.response ?? [])]).toEqual([1, 2, 3]);
+      expect([...(completed.row.usage ?? [])]).toEqual([4, 5]);
+      expect(completed.event).toMatchObject({ fromState: S.RUNNING, toState: S.COMPLETED, envelopeSequence: 4 });
+      expect([...(completed.event.usage ?? [])]).toEqual([4, 5]);
+      const events = await store.events(id);
+      expect(events.map((x) => x.toState)).toEqual([S.RECEIVED, S.ADMITTED, S.RUNNING, S.COMPLETED]);
+      expect(events[3]?.reason).toBe("to COMPLETED");
+    });
+
+    it("refuses transitions off the graph, naming the current state, and keeps terminal states final", async () => {
+      const e = entry({});
+      await store.admit([e]);
+      const id = e.row.envelopeId;
+      expect(await store.transition({ envelopeId: id, event: event(S.COMPLETED) })).toMatchObject({
+        kind: "not-allowed",
+        current: S.ADMITTED,
+      });
+      await store.transition({ envelopeId: id, event: event(S.CANCELLED) });
+      for (const to of [S.RUNNING, S.COMPLETED, S.FAILED, S.CANCELLED, S.EXPIRED]) {
+        const outcome = await store.transition({ envelopeId: id, event: event(to) });
+        expect(outcome).toMatchObject({ kind: "not-allowed", current: S.CANCELLED });
+      }
+      expect((await store.events(id)).length).toBe(3);
+      expect(await store.transition({ envelopeId: "env_missing", event: event(S.RUNNING) })).toEqual({
+        kind: "not-found",
+      });
+    });
+
+    it("lets exactly one of two racing terminal transitions win", async () => {
+      const entries = Array.from({ length: 10 }, () => entry({}));
+      await store.admit(entries);
+      for (const e of entries) {
+        await store.transition({ envelopeId: e.row.envelopeId, event: event(S.RUNNING) });
+      }
+      const outcomes = await Promise.all(
+        entries.flatMap((e) => [
+          store.transition({ envelopeId: e.row.envelopeId, event: event(S.COMPLETED) }),
+          store.transition({ envelopeId: e.row.envelopeId, event: event(S.CANCELLED) }),
+        ]),
+      );
+      for (let i = 0; i < entries.length; i++) {
+        const pair = outcomes.slice(2 * i, 2 * i + 2).map((o) => o.kind);
+        expect(pair.sort()).toEqual(["done", "not-allowed"]);
+      }
+    });
+
+    it("keeps each envelope's event times monotonic whatever the clock says", async () => {
+      const e = entry({ atMs: 5_000_000 });
+      await store.admit([e]);
+      const outcome = await store.transition({ envelopeId: e.row.envelopeId, event: event(S.RUNNING, 4_000_000) });
+      expect(outcome).toMatchObject({ kind: "done", event: { atMs: 5_000_000 }, row: { lastEventMs: 5_000_000 } });
+    });
+
+    it("lists newest first with filters and keyset pages", async () => {
+      const tenantId = `tenant-list-${randomUUID()}`;
+      const entries = Array.from({ length: 7 }, (_, i) =>
+        entry({ tenantId, atMs: 10_000 + i, actorSubject: i % 2 === 0 ? "user:even" : "user:odd", kind: 1 + (i % 3) }),
+      );
+      await store.admit(entries);
+      await store.transition({ envelopeId: entries[0]?.row.envelopeId ?? "", event: event(S.RUNNING) });
+      const ids = entries.map((e) => e.row.envelopeId).reverse();
+      const page1 = await store.list({ tenantId, limit: 3 });
+      expect(page1.map((r) => r.envelopeId)).toEqual(ids.slice(0, 3));
+      const page2 = await store.list({ tenantId, limit: 3, beforeEnvelopeId: page1.at(-1)?.envelopeId ?? "" });
+      expect(page2.map((r) => r.envelopeId)).toEqual(ids.slice(3, 6));
+      expect((await store.list({ tenantId, actorSubject: "user:odd", limit: 10 })).length).toBe(3);
+      expect((await store.list({ tenantId, states: [S.RUNNING], limit: 10 })).map((r) => r.envelopeId)).toEqual([
+        entries[0]?.row.envelopeId,
+      ]);
+      expect((await store.list({ tenantId, kinds: [1], limit: 10 })).length).toBe(3);
+      const window = await store.list({ tenantId, receivedAfterMs: 10_002, receivedBeforeMs: 10_004, limit: 10 });
+      expect(window.map((r) => r.receivedAtMs).sort()).toEqual([10_002, 10_003]);
+      expect(await store.list({ tenantId: "tenant-nobody", limit: 10 })).toEqual([]);
+    });
+
+    it("gives events after a cursor in commit order, per tenant, from the latest seq", async () => {
+      const before = await store.latestSeq();
+      const tenantId = `tenant-watch-${randomUUID()}`;
+      const a = entry({ tenantId });
+      const b = entry({});
+      await store.admit([a, b]);
+      await store.transition({ envelopeId: a.row.envelopeId, event: event(S.RUNNING) });
+      const after = await store.eventsAfter(before, undefined, 100);
+      expect(after.map((x) => x.seq)).toEqual([...after.map((x) => x.seq)].sort((x, y) => x - y));
+      expect(after).toHaveLength(5);
+      expect(await store.latestSeq()).toBe(after.at(-1)?.seq);
+      const mine = await store.eventsAfter(before, tenantId, 100);
+      expect(mine.map((x) => [x.envelopeId, x.toState])).toEqual([
+        [a.row.envelopeId, S.RECEIVED],
+        [a.row.envelopeId, S.ADMITTED],
+        [a.row.envelopeId, S.RUNNING],
+      ]);
+      const resumed = await store.eventsAfter(mine[0]?.seq ?? 0, tenantId, 1);
+      expect(resumed.map((x) => x.seq)).toEqual([mine[1]?.seq]);
+    });
+
+    it("expires admitted and running envelopes past their deadline, recording the error per state", async () => {
+      const tenantId = `tenant-expiry-${randomUUID()}`;
+      const due = entry({ tenantId, deadlineMs: 50_000 });
+      const running = entry({ tenantId, deadlineMs: 50_000 });
+      const later = entry({ tenantId, deadlineMs: 90_000_000_000 });
+      const none = entry({ tenantId });
+      const done = entry({ tenantId, deadlineMs: 50_000 });
+      await store.admit([due, running, later, none, done]);
+      await store.transition({ envelopeId: running.row.envelopeId, event: event(S.RUNNING) });
+      await store.transition({ envelopeId: done.row.envelopeId, event: event(S.CANCELLED) });
+      const errors = new Map([
+        [S.ADMITTED, new Uint8Array([1])],
+        [S.RUNNING, new Uint8Array([2])],
+      ]);
+      const reasons = new Map([
+        [S.ADMITTED, "not started"],
+        [S.RUNNING, "after dispatch"],
+      ]);
+      const expired = await store.expire({ deadlineBeforeMs: 60_000, nowMs: 3_000_000, limit: 1000, errors, reasons });
+      const mine = expired.filter((x) => x.tenantId === tenantId);
+      expect(mine.map((x) => x.envelopeId).sort()).toEqual([due.row.envelopeId, running.row.envelopeId].sort());
+      const runningExpiry = mine.find((x) => x.envelopeId === running.row.envelopeId);
+      expect(runningExpiry).toMatchObject({ fromState: S.RUNNING, toState: S.EXPIRED, caller: "envelope" });
+      expect(runningExpiry?.reason).toBe("after dispatch");
+      expect([...(runningExpiry?.error ?? [])]).toEqual([2]);
+      expect([...((await store.get(due.row.envelopeId))?.error ?? [])]).toEqual([1]);
+      expect((await store.get(later.row.envelopeId))?.state).toBe(S.ADMITTED);
+      expect((await store.get(none.row.envelopeId))?.state).toBe(S.ADMITTED);
+      expect((await store.get(done.row.envelopeId))?.state).toBe(S.CANCELLED);
+      const again = await store.expire({ deadlineBeforeMs: 60_000, nowMs: 3_000_000, limit: 1000, errors, reasons });
+      expect(again.filter((x) => x.tenantId === tenantId)).toEqual([]);
+    });
+
+    it("compacts old terminal envelopes and never a live one", async () => {
+      const tenantId = `tenant-compact-${randomUUID()}`;
+      const old = entry({ tenantId, atMs: 100 });
+      const live = entry({ tenantId, atMs: 100 });
+      await store.admit([old, live]);
+      await store.transition({ envelopeId: old.row.envelopeId, event: event(S.CANCELLED, 200) });
+      const removed = await store.compact(1_000, 10_000);
+      expect(removed).toBeGreaterThanOrEqual(1);
+      expect(await store.get(old.row.envelopeId)).toBeUndefined();
+      expect(await store.events(old.row.envelopeId)).toEqual([]);
+      expect((await store.get(live.row.envelopeId))?.state).toBe(S.ADMITTED);
+    });
+
+    it("takes many concurrent admissions and transitions", async () => {
+      const entries = Array.from({ length: 300 }, () => entry({ idempotencyKey: randomUUID() }));
+      const outcomes = await Promise.all(entries.map((e) => store.admit([e])));
+      expect(outcomes.flat().every((o) => o.kind === "inserted")).toBe(true);
+      const started = await Promise.all(
+        entries.map((e) => store.transition({ envelopeId: e.row.envelopeId, event: event(S.RUNNING) })),
+      );
+      expect(started.every((o) => o.kind === "done")).toBe(true);
+    });
+
+    it("keeps everything committed across close and reopen", async () => {
+      const e = entry({ idempotencyKey: "durable" });
+      await store.admit([e]);
+      await store.transition({ envelopeId: e.row.envelopeId, event: event(S.RUNNING) });
+      const latest = await store.latestSeq();
+      await store.close();
+      store = await factory.reopen();
+      expect((await store.get(e.row.envelopeId))?.state).toBe(S.RUNNING);
+      expect(await store.latestSeq()).toBe(latest);
+      expect((await store.admit([entry({ idempotencyKey: "durable" })]))[0]).toMatchObject({ kind: "existing" });
+    });
+  });
+}

@@ -7,12 +7,18 @@ import type { EnvelopeConfig } from "./config/config.js";
 import { ConfigError, isLoopback } from "./config/config.js";
 import type { AdmissionConfig } from "./core/admit.js";
 import { AdmissionService } from "./gen/envelope/v1/admission_service_pb.js";
+import { LifecycleService } from "./gen/envelope/v1/lifecycle_service_pb.js";
 import { Health } from "./gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
+import { createLedger } from "./ledger/ledger.js";
+import { type Maintenance, startMaintenance } from "./ledger/maintenance.js";
+import { openLedgerStore } from "./ledger/open.js";
 import { contractFiles } from "./schema.js";
 import { createAdmissionService, type EnvelopeRecorder } from "./service/admission-service.js";
+import { createLifecycleService } from "./service/lifecycle-service.js";
 import type { Logger } from "./telemetry/log.js";
 import { createConnectHandlers } from "./transport/connect-routes.js";
+import { addLifecycleService } from "./transport/grpc-lifecycle.js";
 import { addReflection } from "./transport/grpc-reflection.js";
 import { addAdmissionService, transportMaxBytes } from "./transport/grpc-server.js";
 import { createHttpHandler, formatHost, listenHttp } from "./transport/http-server.js";
@@ -24,12 +30,15 @@ export interface RunningServer {
   readonly httpAddress: string;
   /** Reports NOT_SERVING (gRPC health, /readyz) after shutdown starts, so load balancers drain first. */
   setServing(serving: boolean): void;
-  /** Stops accepting calls, lets in-flight ones finish, and closes both listeners. */
+  /** Stops accepting calls, lets in-flight ones finish, and closes both listeners and the ledger. */
   close(): Promise<void>;
+  /** The ledger's background work, when there is a ledger. */
+  readonly maintenance: Maintenance | undefined;
 }
 
 export interface StartOptions {
   readonly log: Logger;
+  /** Replaces the ledger as the recorder of admitted envelopes (tests of the recorder seam). */
   readonly recorder?: EnvelopeRecorder;
   /** Defaults to Date.now. */
   readonly now?: () => number;
@@ -48,21 +57,34 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
   refuseUnauthenticatedExposure(config);
   const { log } = options;
   const admission = admissionConfig(config);
+  const opened = await openLedgerStore(config.ledger);
+  const ledger =
+    opened === undefined
+      ? undefined
+      : createLedger(opened.store, options.now === undefined ? {} : { now: options.now });
+  const recorder = options.recorder ?? ledger;
   const service = createAdmissionService({
     config: admission,
-    features,
-    ...(options.recorder === undefined ? {} : { recorder: options.recorder }),
+    features: ledger === undefined ? features : [...features, ...ledgerFeatures(opened?.store.kind ?? "")],
+    ...(recorder === undefined ? {} : { recorder }),
     ...(options.now === undefined ? {} : { now: options.now }),
   });
+  const lifecycle = ledger === undefined ? undefined : createLifecycleService({ ledger });
+  const maintenance = ledger === undefined ? undefined : startMaintenance(ledger, config.ledger, log);
   const maxMessageBytes = config.limits.maxMessageBytes;
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": transportMaxBytes(maxMessageBytes),
   });
   addAdmissionService(grpcServer, { service, maxMessageBytes, log });
+  if (lifecycle !== undefined) addLifecycleService(grpcServer, { service: lifecycle, maxMessageBytes, log });
   const health = new HealthImplementation({ "": "SERVING", [AdmissionService.typeName]: "SERVING" });
   health.addToServer(grpcServer);
-  addReflection(grpcServer, [AdmissionService, Health, ServerReflection], contractFiles);
+  addReflection(
+    grpcServer,
+    [AdmissionService, ...(lifecycle === undefined ? [] : [LifecycleService]), Health, ServerReflection],
+    contractFiles,
+  );
 
   const g = config.grpc.listen;
   const grpcPort = await new Promise<number>((resolve, reject) => {
@@ -72,7 +94,12 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
   });
 
   let serving = true;
-  const handlers = createConnectHandlers({ service, maxMessageBytes, log });
+  const handlers = createConnectHandlers({
+    service,
+    ...(lifecycle === undefined ? {} : { lifecycle }),
+    maxMessageBytes,
+    log,
+  });
   let http: Awaited<ReturnType<typeof listenHttp>>;
   try {
     http = await listenHttp(
@@ -83,6 +110,8 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     );
   } catch (e) {
     grpcServer.forceShutdown();
+    await maintenance?.stop();
+    await opened?.store.close();
     throw e;
   }
 
@@ -92,6 +121,8 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     http: http.address,
     contractVersion: service.capabilities().contractVersion,
     limitsVersion: admission.limitsVersion,
+    ledger:
+      opened === undefined ? "none" : { store: opened.store.kind, at: opened.location, migrated: opened.migrated },
   });
 
   const setServing = (value: boolean) => {
@@ -105,6 +136,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     grpcAddress,
     httpAddress: http.address,
     setServing,
+    maintenance,
     async close() {
       setServing(false);
       await Promise.all([
@@ -118,9 +150,17 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
         }),
         http.close(),
       ]);
+      // Only now, with no call left that could write: every acknowledged write is committed.
+      await maintenance?.stop();
+      await opened?.store.close();
       log.info("server.stopped");
     },
   };
+}
+
+/** Features announced when a ledger is configured. */
+function ledgerFeatures(storeKind: string): string[] {
+  return ["ledger", `ledger.${storeKind}`, "lifecycle.v1"];
 }
 
 /** The admission core's configuration, with a version that names these exact limits. */

@@ -22,6 +22,23 @@ export interface EnvelopeConfig {
   readonly log: { readonly level: LogLevel };
   /** How long the server reports NOT_SERVING before it stops accepting calls, on SIGTERM. */
   readonly shutdown: { readonly drainMs: number };
+  readonly ledger: LedgerConfig;
+}
+
+export interface LedgerConfig {
+  /** "none" runs without a ledger: nothing is recorded and the lifecycle service is off. */
+  readonly store: "sqlite" | "postgres" | "none";
+  /** Where the SQLite store keeps its file. */
+  readonly dataDir: string;
+  /** The PostgreSQL store's connection URL. */
+  readonly postgresUrl: string;
+  /** "process": commits survive the process crashing; "fsync": they also survive power loss. */
+  readonly durability: "process" | "fsync";
+  /** How long past its deadline an admitted or running envelope is left before it expires. */
+  readonly expiryGraceMs: number;
+  readonly sweepIntervalMs: number;
+  /** Terminal envelopes older than this are deleted; 0 keeps everything. */
+  readonly retentionMs: number;
 }
 
 export const defaultConfig: EnvelopeConfig = Object.freeze({
@@ -32,6 +49,15 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
   trace: { defaultContentMode: "references-only" },
   log: { level: "info" as LogLevel },
   shutdown: { drainMs: 0 },
+  ledger: {
+    store: "sqlite",
+    dataDir: "envelope-data",
+    postgresUrl: "",
+    durability: "process",
+    expiryGraceMs: 30_000,
+    sweepIntervalMs: 5_000,
+    retentionMs: 0,
+  } as LedgerConfig,
 });
 
 export class ConfigError extends Error {
@@ -78,6 +104,24 @@ const drainMs: Parser = (v) => {
   const ms = typeof v === "string" ? parseDuration(v) : undefined;
   return ms === undefined ? bad('a duration such as "0s", "500ms" or "10s"') : ok(ms);
 };
+
+const retentionMs: Parser = (v) => {
+  if (v === "forever" || v === "0" || v === 0) return ok(0);
+  const ms = typeof v === "string" ? parseDuration(v) : undefined;
+  return ms === undefined || ms < 60_000
+    ? bad('"forever" or a duration of at least 1m, such as "90d" or "720h"')
+    : ok(ms);
+};
+
+const nonEmpty =
+  (what: string): Parser =>
+  (v) =>
+    typeof v === "string" && v.trim() !== "" ? ok(v) : bad(what);
+
+const postgresUrl: Parser = (v) =>
+  typeof v === "string" && /^postgres(ql)?:\/\//.test(v)
+    ? ok(v)
+    : bad('a URL such as "postgres://user:pass@host:5432/db"');
 
 const usdAsMicros: Parser = (v) => {
   const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
@@ -143,6 +187,13 @@ const leaves: Readonly<Record<string, Leaf>> = {
   },
   "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
   "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
+  "ledger.store": { parse: oneOf("sqlite", "postgres", "none"), target: ["ledger", "store"] },
+  "ledger.dataDir": { parse: nonEmpty("a directory path"), target: ["ledger", "dataDir"] },
+  "ledger.postgresUrl": { parse: postgresUrl, target: ["ledger", "postgresUrl"] },
+  "ledger.durability": { parse: oneOf("process", "fsync"), target: ["ledger", "durability"] },
+  "ledger.expiryGrace": { parse: drainMs, target: ["ledger", "expiryGraceMs"] },
+  "ledger.sweepInterval": { parse: durationMs, target: ["ledger", "sweepIntervalMs"] },
+  "ledger.retention": { parse: retentionMs, target: ["ledger", "retentionMs"] },
 };
 
 /** The environment variable of a key: "limits.maxDeadline" → ENVELOPE_LIMITS_MAX_DEADLINE. */
@@ -155,6 +206,9 @@ export function envName(key: string): string {
 
 /** Variables that are not configuration keys but are read by the CLI. */
 const envNonKeys = new Set(["ENVELOPE_CONFIG"]);
+
+/** Short names kept for what operators set most. */
+const envAliases: Readonly<Record<string, string>> = { ENVELOPE_DATA_DIR: "ledger.dataDir" };
 
 export const configKeys: readonly string[] = Object.keys(leaves);
 
@@ -173,7 +227,7 @@ export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
   if (options.file !== undefined) {
     for (const [key, value] of readYaml(options.file, problems)) values.set(key, { value, source: options.file });
   }
-  const envKeys = new Map(configKeys.map((k) => [envName(k), k]));
+  const envKeys = new Map([...configKeys.map((k) => [envName(k), k] as const), ...Object.entries(envAliases)]);
   for (const [name, value] of Object.entries(options.env ?? {})) {
     if (!name.startsWith("ENVELOPE_") || value === undefined || envNonKeys.has(name)) continue;
     const key = envKeys.get(name);
@@ -199,6 +253,9 @@ export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
     (config[section] as Record<string, unknown>)[field] = parsed.value;
   }
   const result = config as unknown as EnvelopeConfig;
+  if (result.ledger.store === "postgres" && result.ledger.postgresUrl === "") {
+    problems.push("ledger.postgresUrl: required when ledger.store is postgres");
+  }
   if (result.limits.maxTaskInputBytes > result.limits.maxMessageBytes) {
     problems.push("limits.maxTaskInputBytes: must not exceed limits.maxMessageBytes");
   }
@@ -262,9 +319,9 @@ export function parseListenAddress(text: string): ListenAddress | undefined {
 }
 
 function parseDuration(text: string): number | undefined {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
   if (match === null) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as "ms" | "s" | "m" | "h"];
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "ms" | "s" | "m" | "h" | "d"];
   return Math.round(Number(match[1]) * unit);
 }
 

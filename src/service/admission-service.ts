@@ -13,6 +13,8 @@ import {
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
 import type { ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import { ledgerUnavailable, type RecordOutcome } from "../ledger/ledger.js";
+import { LedgerUnavailableError } from "../ledger/store.js";
 import { newEnvelopeId, newTraceId, traceIdFromTraceparent } from "./ids.js";
 
 /** What a transport knows about one call. */
@@ -25,15 +27,24 @@ export interface CallContext {
   readonly traceparent: string | undefined;
   /** Warnings the transport found while decoding. */
   readonly decodeWarnings: readonly Warning[];
+  /** The authenticated caller, recorded with every event it causes; unset until authentication exists. */
+  readonly caller?: string;
 }
 
 /**
- * Where admitted envelopes go before Admit answers. The durable ledger implements it; an Admit is
- * acknowledged only after `record` resolves. It must honour `signal`.
+ * Where admitted envelopes go before Admit answers: the durable ledger. An Admit is acknowledged
+ * only after `record` resolves, with the envelope it returns (the original one when the request was
+ * admitted before). A recorder that waits on anything but its own commit must honour `signal`.
  */
 export interface EnvelopeRecorder {
-  record(envelope: ExecutionEnvelope, signal: AbortSignal): Promise<void>;
+  record(
+    envelope: ExecutionEnvelope,
+    call: { readonly signal: AbortSignal; readonly caller: string },
+  ): Promise<RecordOutcome>;
 }
+
+/** Until callers authenticate, every event is recorded as caused by this caller. */
+export const unauthenticatedCaller = "unauthenticated";
 
 export interface AdmissionService {
   admit(request: RuntimeRequest, call: CallContext): Promise<AdmissionResult>;
@@ -74,17 +85,25 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         traceId,
         decodeWarnings: call.decodeWarnings,
       });
-      if (result.kind === "admitted" && recorder !== undefined) {
-        try {
-          await recorder.record(result.envelope, call.signal);
-        } catch (cause) {
-          // A recorder stopped by the caller's cancellation or deadline is not a fault of ours.
-          const stopped = stoppedBefore(call, now(), request.requestId, traceId, "the envelope was recorded");
-          if (stopped !== undefined) return stopped;
-          throw cause;
+      if (result.kind !== "admitted" || recorder === undefined) return result;
+      let recorded: RecordOutcome;
+      try {
+        recorded = await recorder.record(result.envelope, {
+          signal: call.signal,
+          caller: call.caller ?? unauthenticatedCaller,
+        });
+      } catch (cause) {
+        // A recorder stopped by the caller's cancellation or deadline is not a fault of ours.
+        const stopped = stoppedBefore(call, now(), request.requestId, traceId, "the envelope was recorded");
+        if (stopped !== undefined) return stopped;
+        if (cause instanceof LedgerUnavailableError) {
+          return { kind: "rejected", error: ledgerUnavailable(request.requestId) };
         }
+        throw cause;
       }
-      return result;
+      return recorded.kind === "conflict"
+        ? { kind: "rejected", error: recorded.error }
+        : { kind: "admitted", envelope: recorded.envelope };
     },
   };
 }

@@ -12,6 +12,7 @@ import {
   createContextKey,
   createContextValues,
   type HandlerContext,
+  type ServiceImpl,
 } from "@connectrpc/connect";
 import {
   createAsyncIterable,
@@ -21,9 +22,11 @@ import {
 } from "@connectrpc/connect/protocol";
 import { compressionGzip } from "@connectrpc/connect-node";
 import { AdmissionService } from "../gen/envelope/v1/admission_service_pb.js";
-import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
+import { LifecycleService, type WatchEnvelopesResponse } from "../gen/envelope/v1/lifecycle_service_pb.js";
+import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
 import type { CallContext, AdmissionService as Service } from "../service/admission-service.js";
 import { type Decoded, decodeBinary, decodeJson } from "../service/decode-request.js";
+import type { LifecycleService as Lifecycle } from "../service/lifecycle-service.js";
 import type { Logger } from "../telemetry/log.js";
 import { reportUnexpected } from "./call-failure.js";
 import { transportMaxBytes } from "./grpc-server.js";
@@ -31,25 +34,25 @@ import { toConnectError } from "./wire-errors.js";
 
 export interface ConnectAdmissionOptions {
   readonly service: Service;
+  /** Served when the server has a ledger. */
+  readonly lifecycle?: Lifecycle;
   readonly maxMessageBytes: number;
   readonly log: Logger;
 }
 
 /** The router's handlers by request path ("/envelope.v1.AdmissionService/Admit"). */
 export function createConnectHandlers(options: ConnectAdmissionOptions): Map<string, UniversalHandler> {
-  const { service, maxMessageBytes, log } = options;
+  const { service, lifecycle, maxMessageBytes, log } = options;
   const router: ConnectRouter = createConnectRouter({
     acceptCompression: [compressionGzip],
     readMaxBytes: transportMaxBytes(maxMessageBytes),
   });
   router.service(AdmissionService, {
     async admit(parsed, ctx) {
-      const pre = ctx.values.get(preDecodedRequest);
-      if (pre?.kind === "malformed") throw toConnectError(pre.error);
-      const request = pre?.message ?? parsed;
+      const request: RuntimeRequest = decodedRequest(parsed, ctx);
       let result: Awaited<ReturnType<Service["admit"]>>;
       try {
-        result = await service.admit(request, callContext(ctx, pre?.warnings));
+        result = await service.admit(request, callContext(ctx, decodeWarnings(ctx)));
       } catch (cause) {
         throw toConnectError(reportUnexpected(log, "Admit", cause, request.requestId));
       }
@@ -58,15 +61,61 @@ export function createConnectHandlers(options: ConnectAdmissionOptions): Map<str
     },
     getCapabilities: () => service.capabilities(),
   });
+  if (lifecycle !== undefined) router.service(LifecycleService, lifecycleImplementation(lifecycle, log));
   const paths = new Map<string, UniversalHandler>();
   for (const handler of router.handlers) {
-    const wrapped =
-      handler.method === AdmissionService.method.admit
-        ? predecode(handler, RuntimeRequestSchema, maxMessageBytes)
-        : handler;
-    paths.set(handler.requestPath, wrapped);
+    // Every method that takes a request body decodes it with the shared decoder first.
+    const decodes = handler.method !== AdmissionService.method.getCapabilities;
+    paths.set(handler.requestPath, decodes ? predecode(handler, handler.method.input, maxMessageBytes) : handler);
   }
   return paths;
+}
+
+/** The request the wrapper decoded, when it did, else the one connect-es parsed. */
+function decodedRequest<T>(parsed: T, ctx: HandlerContext): T {
+  const pre = ctx.values.get(preDecodedRequest) as Decoded<T> | undefined;
+  if (pre?.kind === "malformed") throw toConnectError(pre.error);
+  return pre?.message ?? parsed;
+}
+
+function lifecycleImplementation(lifecycle: Lifecycle, log: Logger): ServiceImpl<typeof LifecycleService> {
+  const unary =
+    <M extends keyof Lifecycle>(name: M) =>
+    async (parsed: Parameters<Lifecycle[M]>[0], ctx: HandlerContext) => {
+      const request = decodedRequest(parsed, ctx);
+      let answer: Awaited<ReturnType<Lifecycle[M]>>;
+      try {
+        answer = (await (lifecycle[name] as (r: unknown, c: CallContext) => Promise<unknown>)(
+          request,
+          callContext(ctx, decodeWarnings(ctx)),
+        )) as Awaited<ReturnType<Lifecycle[M]>>;
+      } catch (cause) {
+        throw toConnectError(reportUnexpected(log, name, cause));
+      }
+      if (answer.kind === "error") throw toConnectError(answer.error);
+      return answer.message as never;
+    };
+  return {
+    start: unary("start"),
+    complete: unary("complete"),
+    fail: unary("fail"),
+    cancel: unary("cancel"),
+    getEnvelope: unary("getEnvelope"),
+    listEnvelopes: unary("listEnvelopes"),
+    async *watchEnvelopes(parsed, ctx) {
+      const stream = (await unary("watchEnvelopes")(parsed, ctx)) as AsyncIterable<WatchEnvelopesResponse>;
+      try {
+        yield* stream;
+      } catch (cause) {
+        throw toConnectError(reportUnexpected(log, "watchEnvelopes", cause));
+      }
+    },
+  };
+}
+
+function decodeWarnings(ctx: HandlerContext): CallContext["decodeWarnings"] {
+  const pre = ctx.values.get(preDecodedRequest);
+  return pre?.kind === "ok" ? pre.warnings : [];
 }
 
 function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"] = []): CallContext {
@@ -80,7 +129,7 @@ function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"
   };
 }
 
-const preDecodedRequest = createContextKey<Decoded<RuntimeRequest> | undefined>(undefined, {
+const preDecodedRequest = createContextKey<Decoded<unknown> | undefined>(undefined, {
   description: "request decoded by the Admit wrapper",
 });
 
@@ -129,7 +178,7 @@ function predecode<Desc extends DescMessage>(
       : decodeJson(schema, payload, maxBytes);
 
     const contextValues = req.contextValues ?? createContextValues();
-    contextValues.set(preDecodedRequest, decoded as Decoded<RuntimeRequest>);
+    contextValues.set(preDecodedRequest, decoded as Decoded<unknown>);
     const header = new Headers(req.header);
     header.delete("content-length");
     header.delete("content-encoding");

@@ -101,7 +101,7 @@ function encodeEnvelope(envelope: ExecutionEnvelope, decoded: RuntimeRequest, re
  * The call's context. Its signal is made on first use: most admissions finish without waiting on
  * anything, and an AbortController plus a listener per call is a measurable share of a call's cost.
  */
-function callContext(
+export function callContext(
   call: grpc.ServerUnaryCall<Buffer, unknown>,
   warnings: CallContext["decodeWarnings"],
 ): CallContext {

@@ -11,10 +11,14 @@ export function readFixture(name: string): JsonObject {
   return JSON.parse(readFileSync(new URL(name, fixturesDir), "utf8")) as JsonObject;
 }
 
-/** The sample request as JSON with a new requestId, occurredAtUtc = now and a deadline one minute on. */
+/**
+ * The sample request as JSON with a new requestId and idempotency key (a new operation, as far as
+ * the ledger can tell), occurredAtUtc = now and a deadline one minute on.
+ */
 export function freshRequestJson(nowMs = Date.now(), deadlineInMs = 60_000): JsonObject {
   const json = readFixture("runtime-request.json");
   json.requestId = randomUUID();
+  (json.task as JsonObject).idempotencyKey = `case-44-resolve-${randomUUID()}`;
   json.occurredAtUtc = new Date(nowMs).toISOString();
   json.deadlineUtc = new Date(nowMs + deadlineInMs).toISOString();
   return json;

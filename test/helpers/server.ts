@@ -1,9 +1,13 @@
 // Starts a real server on ephemeral loopback ports, with clients for every protocol.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Client, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { defaultConfig, type EnvelopeConfig } from "../../src/config/config.js";
 import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
+import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import { type RunningServer, type StartOptions, startServer } from "../../src/server.js";
 import { createLogger, type Logger } from "../../src/telemetry/log.js";
 
@@ -17,8 +21,14 @@ export interface TestServer {
   readonly logs: Record<string, unknown>[];
   /** One client per protocol, named as the tests report them. */
   readonly clients: Readonly<Record<ProtocolName, AdmissionClient>>;
+  /** Lifecycle clients per protocol (the server has a ledger unless the config says none). */
+  readonly lifecycle: Readonly<Record<ProtocolName, LifecycleClient>>;
+  /** The SQLite ledger's directory, removed on close. */
+  readonly dataDir: string;
   close(): Promise<void>;
 }
+
+export type LifecycleClient = Client<typeof LifecycleService>;
 
 export type ProtocolName =
   | "gRPC (grpc-js port)"
@@ -34,14 +44,20 @@ export interface TestServerOptions extends Partial<Omit<StartOptions, "log">> {
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const logs: Record<string, unknown>[] = [];
   const log: Logger = createLogger({ level: "debug", write: (line) => logs.push(JSON.parse(line)) });
+  const dataDir = mkdtempSync(join(tmpdir(), "envelope-test-"));
   const config: EnvelopeConfig = {
     ...defaultConfig,
     grpc: { listen: { host: "127.0.0.1", port: 0 } },
     http: { listen: { host: "127.0.0.1", port: 0 } },
     ...options.config,
+    // A real SQLite ledger in a fresh directory unless the test sets its own.
+    ledger: { ...defaultConfig.ledger, dataDir, ...options.config?.ledger },
   };
   const { config: _omit, ...start } = options;
-  const server = await startServer(config, { ...start, log });
+  const server = await startServer(config, { ...start, log }).catch((e: unknown) => {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  });
   const grpcUrl = `http://${server.grpcAddress}`;
   const httpUrl = `http://${server.httpAddress}`;
   const transports: Record<ProtocolName, Transport> = {
@@ -58,7 +74,22 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const clients = Object.fromEntries(
     Object.entries(transports).map(([name, t]) => [name, createClient(AdmissionService, t)]),
   ) as Record<ProtocolName, AdmissionClient>;
-  return { server, grpcUrl, httpUrl, logs, clients, close: () => server.close() };
+  const lifecycle = Object.fromEntries(
+    Object.entries(transports).map(([name, t]) => [name, createClient(LifecycleService, t)]),
+  ) as Record<ProtocolName, LifecycleClient>;
+  return {
+    server,
+    grpcUrl,
+    httpUrl,
+    logs,
+    clients,
+    lifecycle,
+    dataDir,
+    async close() {
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 export const protocolNames: readonly ProtocolName[] = [

@@ -1,10 +1,10 @@
 // Admit and GetCapabilities over real sockets, for every protocol a client may use.
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorEnvelopeSchema } from "../../src/gen/envelope/v1/error_pb.js";
 import { DecisionOutcome, ExecutionKind, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import { RuntimeRequestSchema } from "../../src/gen/envelope/v1/runtime_request_pb.js";
+import { rejection } from "../helpers/rejection.js";
 import { freshRequest } from "../helpers/requests.js";
 import { protocolNames, startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -15,16 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t.close();
 });
-
-async function rejection(call: Promise<unknown>) {
-  const error = await call.then(
-    () => expect.fail("expected the call to fail"),
-    (e: unknown) => ConnectError.from(e),
-  );
-  const [envelope] = error.findDetails(ErrorEnvelopeSchema);
-  if (envelope === undefined) expect.fail(`no ErrorEnvelope in the error details: ${error.message}`);
-  return { error, envelope };
-}
 
 describe.each(protocolNames)("over %s", (protocol) => {
   const client = () => t.clients[protocol];
@@ -134,7 +124,15 @@ it("gives every protocol the same decision for the same request", async () => {
   const request = freshRequest();
   (request.budget as NonNullable<typeof request.budget>).maxSteps = 1000;
   const answers = await Promise.all(
-    protocolNames.map((p) => t.clients[p].admit({ ...request, requestId: crypto.randomUUID() })),
+    // Each its own operation: a fresh request id and idempotency key, or the ledger would answer
+    // every call after the first with the first envelope.
+    protocolNames.map((p) =>
+      t.clients[p].admit({
+        ...request,
+        requestId: crypto.randomUUID(),
+        task: { ...(request.task as NonNullable<typeof request.task>), idempotencyKey: crypto.randomUUID() },
+      }),
+    ),
   );
   const comparable = answers.map((e) => ({
     kind: e.kind,

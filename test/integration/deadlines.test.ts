@@ -16,8 +16,8 @@ let waiting: (() => void) | undefined;
 
 /** Never finishes by itself: resolves only through its signal, recording why and when. */
 const stalledRecorder: EnvelopeRecorder = {
-  record(_envelope, signal) {
-    return new Promise((_resolve, reject) => {
+  record(_envelope, { signal }) {
+    return new Promise<never>((_resolve, reject) => {
       waiting?.();
       signal.addEventListener("abort", () => {
         seen.push({ reason: (signal.reason as Error).name });

@@ -1,7 +1,9 @@
 // A real non-Node peer: Python's gRPC C-core client (Debian's python3-grpcio, installed by
 // scripts/install-test-deps.sh, which `npm test` runs first) calls Admit and must get the same
 // envelope as the TypeScript client for the same request.
+
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -65,6 +67,10 @@ function decisionOf(envelopeJson: JsonObject) {
   // Struct numbers as 8.0 and drops zero fractions of timestamps; the values are the same).
   const json = toJson(ExecutionEnvelopeSchema, fromJson(ExecutionEnvelopeSchema, envelopeJson)) as JsonObject;
   const { envelopeId, receivedAt, decidedAt, traceId, ...rest } = json;
+  // The two calls are separate operations (their own request ids and idempotency keys).
+  const request = rest.request as { requestId?: string; task?: { idempotencyKey?: string } };
+  delete request.requestId;
+  delete request.task?.idempotencyKey;
   return { rest: JSON.parse(JSON.stringify(rest).replaceAll(String(envelopeId), "<envelope>")), envelopeId };
 }
 
@@ -72,7 +78,12 @@ it("Python gRPC gets the same envelope as the TypeScript client", async () => {
   const request = withField(freshRequestJson(), "budget.maxTokens", 500_000);
   const fromPython = await pythonAdmit(request);
   expect(fromPython.ok).toBe(true);
-  const fromTs = await t.clients["gRPC (grpc-js port)"].admit(fromJson(RuntimeRequestSchema, request));
+  const fromTs = await t.clients["gRPC (grpc-js port)"].admit(
+    fromJson(
+      RuntimeRequestSchema,
+      withField(withField(request, "requestId", randomUUID()), "task.idempotencyKey", randomUUID()),
+    ),
+  );
 
   const py = decisionOf(fromPython.response as JsonObject);
   const ts = decisionOf(toJson(ExecutionEnvelopeSchema, fromTs) as JsonObject);

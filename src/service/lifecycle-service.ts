@@ -1,0 +1,279 @@
+// The transport-neutral lifecycle service: what the gRPC and Connect transports call for
+// envelope.v1.LifecycleService. It validates each request against its proto rules, calls the
+// ledger, and answers with a message or an ErrorEnvelope; transports only map the latter to wire
+// errors (src/transport/wire-errors.ts).
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { createValidator } from "@bufbuild/protovalidate";
+import { serverContractVersion } from "../core/contract-version.js";
+import { createErrorEnvelope } from "../core/errors.js";
+import { jsonFieldPath } from "../core/field-path.js";
+import { violation } from "../core/validate.js";
+import type { ErrorEnvelope, FieldViolation } from "../gen/envelope/v1/error_pb.js";
+import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
+import {
+  type CancelRequest,
+  CancelRequestSchema,
+  type CancelResponse,
+  CancelResponseSchema,
+  type CompleteRequest,
+  CompleteRequestSchema,
+  type CompleteResponse,
+  CompleteResponseSchema,
+  type FailRequest,
+  FailRequestSchema,
+  type FailResponse,
+  FailResponseSchema,
+  type GetEnvelopeRequest,
+  GetEnvelopeRequestSchema,
+  type GetEnvelopeResponse,
+  GetEnvelopeResponseSchema,
+  type ListEnvelopesRequest,
+  ListEnvelopesRequestSchema,
+  type ListEnvelopesResponse,
+  ListEnvelopesResponseSchema,
+  type StartRequest,
+  StartRequestSchema,
+  type StartResponse,
+  StartResponseSchema,
+  type WatchEnvelopesRequest,
+  WatchEnvelopesRequestSchema,
+  type WatchEnvelopesResponse,
+  WatchEnvelopesResponseSchema,
+} from "../gen/envelope/v1/lifecycle_service_pb.js";
+import { type Ledger, ledgerUnavailable, parseCursor } from "../ledger/ledger.js";
+import { LedgerUnavailableError, type ListFilter } from "../ledger/store.js";
+import { type CallContext, unauthenticatedCaller } from "./admission-service.js";
+
+/** A request the service turned down, with the error the caller gets. */
+export type Refusal = { readonly kind: "error"; readonly error: ErrorEnvelope };
+export type Answer<T> = { readonly kind: "ok"; readonly message: T } | Refusal;
+
+export interface LifecycleService {
+  start(request: StartRequest, call: CallContext): Promise<Answer<StartResponse>>;
+  complete(request: CompleteRequest, call: CallContext): Promise<Answer<CompleteResponse>>;
+  fail(request: FailRequest, call: CallContext): Promise<Answer<FailResponse>>;
+  cancel(request: CancelRequest, call: CallContext): Promise<Answer<CancelResponse>>;
+  getEnvelope(request: GetEnvelopeRequest, call: CallContext): Promise<Answer<GetEnvelopeResponse>>;
+  listEnvelopes(request: ListEnvelopesRequest, call: CallContext): Promise<Answer<ListEnvelopesResponse>>;
+  /** A stream of events, or the error that prevents it from starting. */
+  watchEnvelopes(
+    request: WatchEnvelopesRequest,
+    call: CallContext,
+  ): Promise<Answer<AsyncIterable<WatchEnvelopesResponse>>>;
+}
+
+export interface LifecycleServiceOptions {
+  readonly ledger: Ledger;
+  /** How often a Watch with nothing new looks for events committed by other replicas. */
+  readonly watchPollMs?: number;
+}
+
+const defaultPageSize = 100;
+const watchBatch = 500;
+const validator = createValidator();
+
+export function createLifecycleService(options: LifecycleServiceOptions): LifecycleService {
+  const { ledger } = options;
+  const pollMs = options.watchPollMs ?? 250;
+
+  const transition = async <
+    Desc extends DescMessage,
+    R extends MessageShape<DescMessage> & { envelopeId: string; reason: string },
+  >(
+    responseSchema: Desc,
+    request: R,
+    requestSchema: DescMessage,
+    to: LifecycleState,
+    call: CallContext,
+    extra: Pick<Parameters<Ledger["transition"]>[0], "response" | "error"> = {},
+  ): Promise<Answer<MessageShape<Desc>>> => {
+    const invalid = validate(requestSchema, request);
+    if (invalid !== undefined) return invalid;
+    const result = await ledger.transition({
+      envelopeId: request.envelopeId,
+      to,
+      caller: call.caller ?? unauthenticatedCaller,
+      reason: request.reason,
+      ...extra,
+    });
+    if (result.kind === "refused") return { kind: "error", error: result.error };
+    return { kind: "ok", message: create(responseSchema, { envelope: result.envelope, event: result.event } as never) };
+  };
+
+  return {
+    start: (r, call) =>
+      guard(() => transition(StartResponseSchema, r, StartRequestSchema, LifecycleState.RUNNING, call)),
+    complete: (r, call) =>
+      guard(() =>
+        transition(CompleteResponseSchema, r, CompleteRequestSchema, LifecycleState.COMPLETED, call, {
+          ...(r.response === undefined ? {} : { response: r.response }),
+        }),
+      ),
+    fail: (r, call) =>
+      guard(() =>
+        transition(FailResponseSchema, r, FailRequestSchema, LifecycleState.FAILED, call, {
+          ...(r.error === undefined ? {} : { error: r.error }),
+        }),
+      ),
+    cancel: (r, call) =>
+      guard(() => transition(CancelResponseSchema, r, CancelRequestSchema, LifecycleState.CANCELLED, call)),
+
+    getEnvelope: (r) =>
+      guard<GetEnvelopeResponse>(async () => {
+        const invalid = validate(GetEnvelopeRequestSchema, r);
+        if (invalid !== undefined) return invalid;
+        const record = await ledger.get(r.envelopeId);
+        if (record === undefined) {
+          return {
+            kind: "error",
+            error: createErrorEnvelope(serverContractVersion, {
+              category: "validation.not-found",
+              code: "ENVELOPE_NOT_FOUND",
+              message: `the ledger has no envelope ${JSON.stringify(r.envelopeId)}`,
+              envelopeId: r.envelopeId,
+            }),
+          };
+        }
+        return { kind: "ok", message: create(GetEnvelopeResponseSchema, { record }) };
+      }),
+
+    listEnvelopes: (r) =>
+      guard<ListEnvelopesResponse>(async () => {
+        const invalid = validate(ListEnvelopesRequestSchema, r);
+        if (invalid !== undefined) return invalid;
+        const filter = listFilter(r);
+        const fingerprint = filterFingerprint(filter);
+        let beforeEnvelopeId: string | undefined;
+        if (r.pageToken !== "") {
+          const token = parsePageToken(r.pageToken);
+          if (token === undefined || token.filter !== fingerprint) {
+            return validationError([
+              violation(
+                "pageToken",
+                "page_token.valid",
+                "is not a next_page_token of a listing with these same filters",
+              ),
+            ]);
+          }
+          beforeEnvelopeId = token.before;
+        }
+        const limit = r.pageSize === 0 ? defaultPageSize : r.pageSize;
+        // One more than asked tells whether another page follows without a second query.
+        const rows = await ledger.list({
+          ...filter,
+          ...(beforeEnvelopeId === undefined ? {} : { beforeEnvelopeId }),
+          limit: limit + 1,
+        });
+        const page = rows.slice(0, limit);
+        const last = page.at(-1);
+        const nextPageToken =
+          rows.length > limit && last !== undefined ? pageToken({ before: last.envelopeId, filter: fingerprint }) : "";
+        return { kind: "ok", message: create(ListEnvelopesResponseSchema, { envelopes: page, nextPageToken }) };
+      }),
+
+    watchEnvelopes: (r, call) =>
+      guard<AsyncIterable<WatchEnvelopesResponse>>(async () => {
+        const invalid = validate(WatchEnvelopesRequestSchema, r);
+        if (invalid !== undefined) return invalid;
+        try {
+          parseCursor(r.afterCursor);
+        } catch {
+          return validationError([
+            violation("afterCursor", "cursor.valid", "is not a cursor of an event from this ledger"),
+          ]);
+        }
+        const start = r.afterCursor !== "" ? r.afterCursor : r.fromBeginning ? "" : await ledger.latestCursor();
+        const tenantId = r.tenantId === "" ? undefined : r.tenantId;
+        return { kind: "ok", message: watch(ledger, start, tenantId, call.signal, pollMs) };
+      }),
+  };
+}
+
+async function* watch(
+  ledger: Ledger,
+  start: string,
+  tenantId: string | undefined,
+  signal: AbortSignal,
+  pollMs: number,
+): AsyncIterable<WatchEnvelopesResponse> {
+  let cursor = start;
+  while (!signal.aborted) {
+    const events = await ledger.eventsAfter(cursor, tenantId, watchBatch);
+    for (const event of events) {
+      yield create(WatchEnvelopesResponseSchema, { event });
+      cursor = event.cursor;
+    }
+    if (events.length < watchBatch) await ledger.nextCommit(signal, pollMs);
+  }
+}
+
+function validate(schema: DescMessage, message: MessageShape<DescMessage>): Refusal | undefined {
+  const result = validator.validate(schema, message);
+  if (result.kind === "valid") return undefined;
+  if (result.kind === "error") throw result.error;
+  return validationError(result.error.violations.map((v) => violation(jsonFieldPath(v.field), v.ruleId, v.message)));
+}
+
+function validationError(violations: FieldViolation[]): Refusal {
+  return {
+    kind: "error",
+    error: createErrorEnvelope(serverContractVersion, {
+      category: "validation",
+      code: "REQUEST_INVALID",
+      message:
+        violations.length === 1
+          ? "the request has 1 invalid field"
+          : `the request has ${violations.length} invalid fields`,
+      violations,
+    }),
+  };
+}
+
+/** An unreachable ledger is a dependency failure the caller may retry; anything else propagates. */
+async function guard<T>(work: () => Promise<Answer<T>>): Promise<Answer<T>> {
+  try {
+    return await work();
+  } catch (cause) {
+    if (!(cause instanceof LedgerUnavailableError)) throw cause;
+    return { kind: "error", error: ledgerUnavailable() };
+  }
+}
+
+function listFilter(r: ListEnvelopesRequest): Omit<ListFilter, "limit"> {
+  const ms = (t: { seconds: bigint; nanos: number } | undefined) =>
+    t === undefined ? undefined : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
+  const after = ms(r.receivedAfter);
+  const before = ms(r.receivedBefore);
+  return {
+    ...(r.tenantId === "" ? {} : { tenantId: r.tenantId }),
+    ...(r.actorSubject === "" ? {} : { actorSubject: r.actorSubject }),
+    ...(r.states.length === 0 ? {} : { states: [...r.states] }),
+    ...(r.kinds.length === 0 ? {} : { kinds: [...r.kinds] }),
+    ...(after === undefined ? {} : { receivedAfterMs: after }),
+    ...(before === undefined ? {} : { receivedBeforeMs: before }),
+  };
+}
+
+function filterFingerprint(filter: Omit<ListFilter, "limit">): string {
+  return JSON.stringify(filter);
+}
+
+interface PageToken {
+  readonly before: string;
+  readonly filter: string;
+}
+
+function pageToken(token: PageToken): string {
+  return Buffer.from(JSON.stringify(token)).toString("base64url");
+}
+
+function parsePageToken(text: string): PageToken | undefined {
+  try {
+    const token = JSON.parse(Buffer.from(text, "base64url").toString()) as Partial<PageToken>;
+    return typeof token.before === "string" && typeof token.filter === "string"
+      ? { before: token.before, filter: token.filter }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -2,12 +2,15 @@
 import { runBench } from "./bench.js";
 import type { Command } from "./command.js";
 import { runDisclosure } from "./disclosure.js";
+import { runExport, runMigrate } from "./ledger.js";
 import { runServe } from "./serve.js";
 import { runValidate } from "./validate.js";
 
 const commands: Record<string, Command> = {
   serve: runServe,
   validate: runValidate,
+  migrate: runMigrate,
+  export: runExport,
   disclosure: runDisclosure,
   bench: runBench,
 };

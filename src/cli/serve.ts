@@ -1,15 +1,20 @@
-import { ConfigError, configKeys, envName, loadConfig } from "../config/config.js";
+import { ConfigError, configKeys, envName } from "../config/config.js";
 import { startServer } from "../server.js";
 import { createLogger } from "../telemetry/log.js";
 import { type Command, parseFlags } from "./command.js";
+import { configFlagOptions, configFlagsUsage, loadCliConfig } from "./config-flags.js";
 
 const usage = `Usage: envelope serve [options]
 
 Runs the admission service: gRPC on 127.0.0.1:50051, and Connect, gRPC-Web, gRPC and the
 /healthz and /readyz routes on 127.0.0.1:8080, unless configured otherwise.
 
+Admitted envelopes are recorded in the ledger before Admit answers: by default a SQLite file
+under ./envelope-data (see --data-dir), or PostgreSQL with ledger.store=postgres and
+ledger.postgresUrl for several replicas on one database.
+
 Options:
-  --config FILE        YAML configuration file (or ENVELOPE_CONFIG)
+${configFlagsUsage}
   --grpc-listen ADDR   gRPC listen address, host:port (default 127.0.0.1:50051)
   --http-listen ADDR   HTTP listen address, host:port (default 127.0.0.1:8080)
   --log-level LEVEL    debug, info, warn or error (default info)
@@ -33,10 +38,8 @@ export const runServe: Command = {
     if (flags.values["grpc-listen"] !== undefined) overrides["grpc.listen"] = flags.values["grpc-listen"];
     if (flags.values["http-listen"] !== undefined) overrides["http.listen"] = flags.values["http-listen"];
     if (flags.values["log-level"] !== undefined) overrides["log.level"] = flags.values["log-level"];
-    const file = flags.values.config ?? process.env.ENVELOPE_CONFIG;
-
     try {
-      const config = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env, overrides });
+      const config = loadCliConfig(flags.values, overrides);
       const log = createLogger({ level: config.log.level });
       const server = await startServer(config, { log });
       await new Promise<void>((resolve) => {
@@ -70,7 +73,7 @@ function parse(args: string[]) {
     strict: true,
     allowPositionals: false,
     options: {
-      config: { type: "string" },
+      ...configFlagOptions,
       "grpc-listen": { type: "string" },
       "http-listen": { type: "string" },
       "log-level": { type: "string" },

@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { freshRequestJson, readFixture, withField } from "../helpers/requests.js";
+import { freshRequest, freshRequestJson, readFixture, withField } from "../helpers/requests.js";
+import { startTestServer } from "../helpers/server.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "envelope-cli-"));
@@ -211,5 +212,45 @@ describe("serve", () => {
     expect(stderr).toContain('"server.stopped"');
     // Request content never reaches the log.
     expect(stderr).not.toContain("alice@example.test");
+  });
+});
+
+describe("migrate and export", () => {
+  it("applies the ledger's migrations once", async () => {
+    const dataDir = join(dir, "ledger-migrate");
+    const first = await envelope(["migrate", "--data-dir", dataDir]);
+    expect(first.stderr).toBe("");
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/ledger sqlite at .*ledger-migrate: migrations applied 1/);
+    const again = await envelope(["migrate"], { env: { ENVELOPE_DATA_DIR: dataDir } });
+    expect(again.stdout).toContain("migrations none pending");
+  });
+
+  it("writes an envelope's full record as JSON while the server runs", async () => {
+    const t = await startTestServer();
+    try {
+      const request = freshRequest();
+      const { envelopeId } = await t.clients["gRPC (grpc-js port)"].admit(request);
+      await t.lifecycle["gRPC (grpc-js port)"].start({ envelopeId, reason: "dispatched" });
+      const out = await envelope(["export", "--data-dir", t.dataDir, envelopeId]);
+      expect(out.code).toBe(0);
+      const record = JSON.parse(out.stdout);
+      expect(record.envelope).toMatchObject({ envelopeId, state: "LIFECYCLE_STATE_RUNNING" });
+      expect(record.envelope.request.requestId).toBe(request.requestId);
+      expect(record.events.map((e: { toState: string }) => e.toState)).toEqual([
+        "LIFECYCLE_STATE_RECEIVED",
+        "LIFECYCLE_STATE_ADMITTED",
+        "LIFECYCLE_STATE_RUNNING",
+      ]);
+
+      const missing = await envelope(["export", "--data-dir", t.dataDir, "env_NOPE"]);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain("has no envelope env_NOPE");
+      const usage = await envelope(["export", "--data-dir", t.dataDir]);
+      expect(usage.code).toBe(2);
+      expect(usage.stderr).toContain("expected exactly one ENVELOPE_ID");
+    } finally {
+      await t.close();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorEnvelopeSchema } from "../../src/gen/envelope/v1/error_pb.js";
 import { ExecutionKind, LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
-import type { LifecycleEvent } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
+import type { LifecycleEvent, WatchEnvelopesResponse } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import { RuntimeResponseSchema } from "../../src/gen/envelope/v1/runtime_response_pb.js";
 import { rejection } from "../helpers/rejection.js";
 import { freshRequest } from "../helpers/requests.js";
@@ -178,7 +178,7 @@ describe("ListEnvelopes", () => {
 });
 
 describe("WatchEnvelopes", () => {
-  async function take(stream: AsyncIterable<{ event?: LifecycleEvent }>, n: number): Promise<LifecycleEvent[]> {
+  async function take(stream: AsyncIterable<WatchEnvelopesResponse>, n: number): Promise<LifecycleEvent[]> {
     const out: LifecycleEvent[] = [];
     for await (const { event } of stream) {
       if (event !== undefined) out.push(event);

@@ -356,3 +356,34 @@ describe("error categories", () => {
     expect(categoryRule(error.category).retryable).toBe(error.retryable);
   });
 });
+
+describe("loadConfig: ledger", () => {
+  it("defaults to a SQLite ledger under ./envelope-data that survives a process crash", () => {
+    expect(loadConfig().ledger).toMatchObject({ store: "sqlite", dataDir: "envelope-data", durability: "process" });
+  });
+
+  it("takes the data directory from ENVELOPE_DATA_DIR, and the flag over it", () => {
+    expect(loadConfig({ env: { ENVELOPE_DATA_DIR: "/var/lib/envelope" } }).ledger.dataDir).toBe("/var/lib/envelope");
+    const c = loadConfig({ env: { ENVELOPE_DATA_DIR: "/a" }, overrides: { "ledger.dataDir": "/b" } });
+    expect(c.ledger.dataDir).toBe("/b");
+  });
+
+  it("requires a PostgreSQL URL for the postgres store, and a postgres: URL at that", () => {
+    expect(configError({ env: { ENVELOPE_LEDGER_STORE: "postgres" } }).message).toContain(
+      "ledger.postgresUrl: required when ledger.store is postgres",
+    );
+    expect(configError({ env: { ENVELOPE_LEDGER_POSTGRES_URL: "mysql://x" } }).message).toContain(
+      "ENVELOPE_LEDGER_POSTGRES_URL",
+    );
+    const c = loadConfig({
+      env: { ENVELOPE_LEDGER_STORE: "postgres", ENVELOPE_LEDGER_POSTGRES_URL: "postgres://u:p@127.0.0.1/db" },
+    });
+    expect(c.ledger.postgresUrl).toBe("postgres://u:p@127.0.0.1/db");
+  });
+
+  it("reads retention in days, or forever, and refuses less than a minute", () => {
+    expect(loadConfig({ overrides: { "ledger.retention": "90d" } }).ledger.retentionMs).toBe(90 * 86_400_000);
+    expect(loadConfig({ overrides: { "ledger.retention": "forever" } }).ledger.retentionMs).toBe(0);
+    expect(configError({ overrides: { "ledger.retention": "5s" } }).message).toContain("ledger.retention");
+  });
+});

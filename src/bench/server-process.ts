@@ -1,7 +1,7 @@
 // A benchmarked server as a child process: started, found on its port, measured from /proc (CPU
 // time and peak RSS, Linux), stopped. Separate processes keep the servers' CPU apart from the load
 // generator's.
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 
 export interface ServerProcess {
@@ -23,9 +23,17 @@ export interface ServerProcessOptions {
   readonly startTimeoutMs?: number;
 }
 
+/** Servers not stopped yet: whatever ends the harness (an error, process.exit) must not leave them running. */
+const live = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of live) child.kill("SIGKILL");
+});
+
 export function startServerProcess(options: ServerProcessOptions): Promise<ServerProcess> {
   const child = spawn(process.execPath, [...options.args], { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
   const pid = child.pid as number;
+  live.add(child);
+  child.once("exit", () => live.delete(child));
   return new Promise<ServerProcess>((resolve, reject) => {
     let seen = "";
     const fail = (why: string) => {
@@ -34,12 +42,13 @@ export function startServerProcess(options: ServerProcessOptions): Promise<Serve
       reject(new Error(`${options.args.join(" ")}: ${why}\n${seen}`));
     };
     const timer = setTimeout(() => fail("did not report listening in time"), options.startTimeoutMs ?? 60_000);
+    const exitedEarly = (code: number | null) => fail(`exited (${code}) before listening`);
     const onData = (data: Buffer) => {
       seen += data;
       const port = options.ready.exec(seen)?.[1];
       if (port === undefined) return;
       clearTimeout(timer);
-      child.removeAllListeners("exit");
+      child.removeListener("exit", exitedEarly);
       // Keep draining the pipes, or a server that writes enough would block on them.
       for (const stream of [child.stdout, child.stderr]) stream.removeListener("data", onData).on("data", () => {});
       resolve({
@@ -51,7 +60,7 @@ export function startServerProcess(options: ServerProcessOptions): Promise<Serve
     };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
-    child.once("exit", (code) => fail(`exited (${code}) before listening`));
+    child.once("exit", exitedEarly);
     child.once("error", (error) => fail(error.message));
   });
 }

@@ -1,4 +1,5 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { constants } from "node:os";
 import { basename, dirname } from "node:path";
 import { fromJson, type JsonValue, toJsonString } from "@bufbuild/protobuf";
 import { compareDisclosures } from "../bench/compare.js";
@@ -98,6 +99,9 @@ async function benchRun(args: string[]): Promise<number> {
     );
   }
   const command = `envelope bench run --seconds ${seconds} --rounds ${rounds} --warmup ${warmupSeconds} --inflight ${inflight}${only === undefined ? "" : ` --only ${only.join(",")}`}`;
+  // Interrupted, exit through process.exit, on which the benchmarked servers are stopped too.
+  const interrupted = (signal: NodeJS.Signals) => process.exit(128 + (constants.signals[signal] ?? 0));
+  process.once("SIGINT", interrupted).once("SIGTERM", interrupted);
   const { disclosure, summary } = await runStandardBenchmark({
     seconds,
     rounds,
@@ -105,7 +109,7 @@ async function benchRun(args: string[]): Promise<number> {
     inflight,
     command,
     ...(only === undefined ? {} : { only }),
-  });
+  }).finally(() => process.off("SIGINT", interrupted).off("SIGTERM", interrupted));
   const json = `${toJsonString(BenchmarkDisclosureSchema, disclosure, { prettySpaces: 2 })}\n`;
   process.stderr.write(summary);
   if (out === "-") {

@@ -55,7 +55,8 @@ export function latencyHistogram(): hdr.Histogram {
   });
 }
 
-const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
+/** A monotonic clock in microseconds, the load models' time base. */
+export const nowUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 /** A seeded PRNG (mulberry32) for reproducible arrival schedules. */
 export function seededRandom(seed: number): () => number {
@@ -136,14 +137,32 @@ export async function runClosedLoop(options: ClosedLoopOptions): Promise<LoadRes
 }
 
 /** What a run accumulates: latencies of completed calls, failures by category. */
-function createTally() {
+export interface Tally {
+  /** Starts one call, timed from `fromUs` (a `nowUs()` instant); `after` runs when it ends. */
+  start(call: CallFn, fromUs: number, after: () => void): void;
+  /** A completed call, for drivers that time calls themselves. */
+  succeeded(ttftUs: number, e2eUs: number): void;
+  /** `count` failed calls (default 1) of a category. */
+  failed(errorCategory: string, count?: number): void;
+  result(elapsedSeconds: number, scheduled: number, lateSends: number): LoadResult;
+}
+
+/** A tally for one run; drivers other than the load models above (autocannon) share it. */
+export function createTally(): Tally {
   const ttft = latencyHistogram();
   const e2e = latencyHistogram();
   const errorsByCategory: Record<string, number> = {};
   let completed = 0;
+  const succeeded = (ttftUs: number, e2eUs: number) => {
+    completed++;
+    e2e.recordValue(Math.max(1, Math.round(e2eUs)));
+    ttft.recordValue(Math.max(1, Math.round(ttftUs)));
+  };
+  const failed = (errorCategory: string, count = 1) => {
+    errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + count;
+  };
   return {
-    /** Starts one call, timed from `fromUs`; `after` runs when it ends. */
-    start(call: CallFn, fromUs: number, after: () => void): void {
+    start(call, fromUs, after) {
       let headersAt = 0;
       call({
         headers: () => {
@@ -151,18 +170,15 @@ function createTally() {
         },
         done: (errorCategory) => {
           const end = nowUs();
-          if (errorCategory === undefined) {
-            completed++;
-            e2e.recordValue(Math.max(1, end - fromUs));
-            ttft.recordValue(Math.max(1, (headersAt || end) - fromUs));
-          } else {
-            errorsByCategory[errorCategory] = (errorsByCategory[errorCategory] ?? 0) + 1;
-          }
+          if (errorCategory === undefined) succeeded((headersAt || end) - fromUs, end - fromUs);
+          else failed(errorCategory);
           after();
         },
       });
     },
-    result(elapsedSeconds: number, scheduled: number, lateSends: number): LoadResult {
+    succeeded,
+    failed,
+    result(elapsedSeconds, scheduled, lateSends) {
       const errors = Object.values(errorsByCategory).reduce((a, b) => a + b, 0);
       return { ttft, e2e, completed, errors, errorsByCategory, elapsedSeconds, scheduled, lateSends };
     },

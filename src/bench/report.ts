@@ -4,7 +4,20 @@
 import * as hdr from "hdr-histogram-js";
 import type { BenchmarkDisclosure, Spread } from "../gen/envelope/v1/benchmark_disclosure_pb.js";
 
-const palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+// One colour per scenario of the standard run (eleven).
+const palette = [
+  "#1f77b4",
+  "#d62728",
+  "#2ca02c",
+  "#9467bd",
+  "#ff7f0e",
+  "#8c564b",
+  "#e377c2",
+  "#17becf",
+  "#7f7f7f",
+  "#bcbd22",
+  "#393b79",
+];
 
 const escapeHtml = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c] as string);
@@ -171,7 +184,7 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const table = summary
     .map(
       (r) =>
-        `<tr><td>${escapeHtml(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+        `<tr><td>${escapeHtml(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.clientCpuShare === undefined ? "" : r.clientCpuShare.toFixed(2)}</td><td>${r.errorRate ?? 0}</td></tr>`,
     )
     .join("");
   const checks = d.qualityChecks
@@ -188,14 +201,17 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
 </head><body>
 <h1>${escapeHtml(title)}</h1>
 <p>Reviewed ${d.reviewedAtUtc ? new Date(Number(d.reviewedAtUtc.seconds) * 1000).toISOString() : "?"}; git ${escapeHtml(s?.gitRevision ?? "?")}${s?.gitDirty ? " (dirty work tree)" : ""}; ${escapeHtml(hw?.cpuModel ?? "")}, ${hw?.logicalCpus ?? "?"} logical CPUs, ${hw?.memoryGib ?? "?"} GiB; ${escapeHtml(s?.runtime ?? "")}.<br>
-${escapeHtml(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario; ${escapeHtml(d.method?.loadGenerator ?? "")}.</p>
+${escapeHtml(d.workload?.arrival ?? "")}; ${d.method?.repetitions ?? "?"} rounds of ${d.method?.durationSeconds ?? "?"} s per scenario.</p>
 <h2>Quality checks</h2><ul>${checks}</ul>
+${d.notes.length > 0 ? `<h2>Notes</h2><ul>${d.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join("")}</ul>` : ""}
+<h2>Method</h2><p>${escapeHtml(d.method?.loadGenerator ?? "")}</p><p>${escapeHtml(d.method?.coordinatedOmission ?? "")}</p>
 <h2>Latency by percentile, closed loop (at saturation)</h2>${percentileChart(closedCurves)}
 ${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, timed from intended send)</h2>${percentileChart(openCurves)}` : ""}
 <h2>Throughput</h2>${throughputChart(rows)}
 ${sweepSeries.length > 0 ? `<h2>Throughput against concurrency</h2>${sweepChart(sweepSeries)}` : ""}
 <h2>Figures (latency in ms, CPU in µs per call)</h2>
-<table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>error rate</th></tr>${table}</table>
+<table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>client cores</th><th>error rate</th></tr>${table}</table>
+<p>Client cores: the load generator's CPU time over the wall time, as a share of one core. It is one Node.js thread (V8's helper threads can take it past 1): near 1, the client rather than the server limits a closed-loop figure.</p>
 <p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>
 </body></html>
 `;

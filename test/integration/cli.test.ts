@@ -159,6 +159,72 @@ describe("bench compare", () => {
   });
 });
 
+describe("bench run", () => {
+  it("explains its options", async () => {
+    const out = await envelope(["bench", "run", "--help"]);
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain("Usage: envelope bench run [options]");
+    for (const flag of ["--out", "--seconds", "--rounds", "--warmup", "--inflight", "--only"]) {
+      expect(out.stdout).toContain(flag);
+    }
+  });
+
+  it("refuses a scenario it does not have, naming those it has", async () => {
+    const out = await envelope(["bench", "run", "--only", "admit-smtp"]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("no scenario admit-smtp; scenarios: floor-grpc-js,");
+  });
+
+  it("runs a short benchmark into a disclosure that verifies, and its report", async () => {
+    const out = join(dir, "run.json");
+    const only = "floor-grpc-js,admit-grpc-port,admit-connect-proto-http1";
+    const run = await envelope([
+      "bench",
+      "run",
+      "--seconds",
+      "0.2",
+      "--rounds",
+      "1",
+      "--warmup",
+      "0",
+      "--inflight",
+      "4",
+      "--only",
+      only,
+      "--out",
+      out,
+    ]);
+    expect(run.stderr).toMatch(/^admit-connect-proto-http1 round 1\/1 {2}\d+s \/ ~\d+s$/m);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`${out}: written\n${join(dir, "run.html")}: written\n`);
+
+    const disclosure = JSON.parse(readFileSync(out, "utf8"));
+    const summaries = disclosure.results.filter((r: { repetition?: number }) => r.repetition === undefined);
+    expect(summaries.map((r: { scenario: string }) => r.scenario)).toEqual([
+      "floor-grpc-js",
+      "admit-grpc-port",
+      "admit-connect-proto-http1",
+      "floor-grpc-js@open",
+      "admit-grpc-port@open",
+      "floor-grpc-js@overload",
+    ]);
+    for (const r of summaries) {
+      expect(r.completed).toBeGreaterThan(0);
+      expect(r.clientCpuShare).toBeGreaterThan(0);
+    }
+    expect(disclosure.method.command).toContain(`--only ${only}`);
+    expect(disclosure.notes).toContain(
+      "open loop floor-connect-json-http1 vs admit-connect-json-http1 left out: not every scenario of the pair ran",
+    );
+    expect(readFileSync(join(dir, "run.html"), "utf8")).toContain("client cores");
+
+    // The run is from this work tree, which may hold uncommitted changes while tests run.
+    const verified = await envelope(["disclosure", "verify", "--allow-dirty", out]);
+    expect(verified.stdout).toBe(`${out}: verified\n`);
+    expect(verified.code).toBe(0);
+  }, 90_000);
+});
+
 describe("serve", () => {
   it("stops at start-up on an unknown configuration key, naming it", async () => {
     const config = file("typo.yaml", "limits:\n  maxTokensPerReqest: 5\n");

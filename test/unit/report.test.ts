@@ -21,6 +21,7 @@ it("draws one curve and one bar per scenario, and escapes names", () => {
       ...results.map(({ scenario, h }, i) => ({
         scenario,
         achievedRate: 1000 * (i + 1),
+        clientCpuShare: 0.25 * (i + 1),
         e2eUs: percentilesOf(h),
         e2eArtifact: `${i}.e2e`,
       })),
@@ -36,6 +37,8 @@ it("draws one curve and one bar per scenario, and escapes names", () => {
     ],
     artifacts: results.map(({ h }, i) => histogramArtifact(`${i}.e2e`, h)),
     qualityChecks: [{ name: "ratio", observed: 0.5, comparison: ">=", threshold: 0.8, passed: false }],
+    notes: ["peer <skipped>: fastify not installed"],
+    method: { loadGenerator: "autocannon & grpc-js", coordinatedOmission: "open loop from intended send" },
   });
   const html = renderReport(disclosure, "run <1>");
   expect(html.match(/<path class="curve"/g)).toHaveLength(2);
@@ -47,6 +50,12 @@ it("draws one curve and one bar per scenario, and escapes names", () => {
   expect(html).not.toContain("<fast>");
   expect(html).toContain("<title>run &lt;1&gt;</title>");
   expect(html).toContain("FAIL: ratio: 0.5 &gt;= 0.8");
+  // What no figure says is said in words: notes, and how the load was made and timed.
+  expect(html).toContain("<li>peer &lt;skipped&gt;: fastify not installed</li>");
+  expect(html).toContain("<p>autocannon &amp; grpc-js</p><p>open loop from intended send</p>");
+  // The load generator's CPU as a share of one core, per scenario.
+  expect(html).toContain("<th>client cores</th>");
+  expect(html).toContain("<td>0.50</td>");
   // The percentile axis reaches the nines the sample supports: 2000 values give 99.9 %.
   expect(html).toContain(">99.9%<");
 });

@@ -6,7 +6,7 @@ import addFormats from "ajv-formats";
 import Fastify from "fastify";
 
 const schema = JSON.parse(
-  readFileSync(new URL("../test/fixtures/seed/runtime-request.schema.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../../test/fixtures/seed/runtime-request.schema.json", import.meta.url), "utf8"),
 );
 const ajv = new Ajv2020({ allErrors: true });
 addFormats.default(ajv);

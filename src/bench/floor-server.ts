@@ -1,15 +1,16 @@
-// Floor servers for the quick benchmark: an empty unary method (empty request, empty response) on a
+// Floor servers for the standard benchmark: an empty unary method (empty request, empty response) on a
 // bare @grpc/grpc-js server or on a connect-node HTTP/2 server, i.e. what each stack costs before any
 // admission work; and "grpc-js-payload", which answers any request with a fixed response as large as
 // Admit's, so that a run can tell the cost of carrying Admit's bytes from the cost of deciding.
-// "connect-node-http1" is the empty Connect unary over HTTP/1.1, the floor of Connect JSON calls.
+// "connect-node-http1" is the empty Connect unary over HTTP/1.1, the floor of Connect calls with
+// JSON or binary bodies alike.
 // Prints "listening <port>" on stdout. Usage: floor-server.ts grpc-js|grpc-js-payload|connect-node|connect-node-http1
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import { AdmissionService } from "../src/gen/envelope/v1/admission_service_pb.js";
-import { rawUnaryMethod } from "../src/transport/grpc-server.js";
+import { AdmissionService } from "../gen/envelope/v1/admission_service_pb.js";
+import { rawUnaryMethod } from "../transport/grpc-server.js";
 
 const kind = process.argv[2];
 const path = `/${AdmissionService.typeName}/GetCapabilities`;

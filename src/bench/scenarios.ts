@@ -1,0 +1,246 @@
+// The standard benchmark's scenarios: Admit on each of Envelope's transports, the floors it is
+// measured against (the same stacks answering an empty call, or Admit-sized bytes without work),
+// and the peer baseline a team would otherwise build. Each names the server to start as a child
+// process and the driver of its calls: @grpc/grpc-js for gRPC; for Connect and JSON over HTTP/1.1,
+// autocannon in the closed loop and the project's own keep-alive driver in the open loop.
+import { randomUUID } from "node:crypto";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import { clone, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
+import { loadAutocannon, runAutocannonClosedLoop } from "./autocannon-load.js";
+import { grpcUnaryCall } from "./grpc-call.js";
+import { httpPostCall } from "./http-call.js";
+import { type CallFn, type LoadResult, runClosedLoop } from "./load.js";
+
+/** How one scenario's calls are made against its server. */
+export interface Driver {
+  /** Closed loop: `concurrency` calls in flight for `durationMs`, timed from each actual send. */
+  closedLoop(concurrency: number, durationMs: number): Promise<LoadResult>;
+  /** One call, for load.ts's open loop, which times each call from its intended send. */
+  readonly call: CallFn;
+  close(): void;
+}
+
+export interface Scenario {
+  readonly name: string;
+  readonly description: string;
+  readonly transport: string;
+  /** Arguments of `node` that start the server. */
+  readonly server: readonly string[];
+  /** Matches the server's line that says it listens; group 1 is the port. */
+  readonly ready: RegExp;
+  /** Packages beyond the runtime dependencies (development ones): missing, the scenario is skipped. */
+  readonly needs: readonly string[];
+  /** The driver of calls to the server on `port`, ready to measure. */
+  readonly driver: (port: number) => Promise<Driver>;
+}
+
+/** Request bodies, encoded ahead so the client spends its time on the wire, not on building requests. */
+export interface RequestPool {
+  /** The sample Admit request, binary protobuf, with a fresh id and a live deadline each time. */
+  readonly admitBinary: () => Buffer;
+  /** The same requests in the proto3 JSON mapping. */
+  readonly admitJson: () => Buffer;
+}
+
+/** `size` distinct requests from the fixture, handed out in turn. */
+export function createRequestPool(fixture: JsonObject, size: number): RequestPool {
+  const binary: Buffer[] = [];
+  const json: Buffer[] = [];
+  const now = Date.now();
+  const sample = fromJson(RuntimeRequestSchema, fixture);
+  sample.occurredAtUtc = timestampFromMs(now);
+  sample.deadlineUtc = timestampFromMs(now + 30 * 60_000);
+  for (let i = 0; i < size; i++) {
+    const request = clone(RuntimeRequestSchema, sample);
+    request.requestId = randomUUID();
+    binary.push(Buffer.from(toBinary(RuntimeRequestSchema, request)));
+    json.push(Buffer.from(toJsonString(RuntimeRequestSchema, request)));
+  }
+  let next = 0;
+  return {
+    admitBinary: () => binary[next++ % size] as Buffer,
+    admitJson: () => json[next++ % size] as Buffer,
+  };
+}
+
+/** Which of `packages` cannot be loaded from here. */
+export function missingPackages(packages: readonly string[]): string[] {
+  const require = createRequire(import.meta.url);
+  return packages.filter((name) => {
+    try {
+      require.resolve(name);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
+/**
+ * Whether the harness runs from the TypeScript sources (through tsx) rather than from dist/. The
+ * servers run from the same tree as the harness.
+ */
+export const runsFromSource = import.meta.url.endsWith(".ts");
+const script = (relative: string) => [
+  ...(runsFromSource ? ["--import", "tsx"] : []),
+  fileURLToPath(new URL(`${relative}${runsFromSource ? ".ts" : ".js"}`, import.meta.url)),
+];
+
+const grpcDriver =
+  (path: string, body: () => Buffer) =>
+  async (port: number): Promise<Driver> => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const call = grpcUnaryCall(client, path, body);
+    return {
+      call,
+      closedLoop: (concurrency, durationMs) => runClosedLoop({ concurrency, durationMs, call }),
+      close: () => client.close(),
+    };
+  };
+
+const httpDriver =
+  (path: string, contentType: string, body: () => Buffer, connections: number) =>
+  async (port: number): Promise<Driver> => {
+    await loadAutocannon();
+    const url = `http://127.0.0.1:${port}${path}`;
+    const own = httpPostCall({ url, contentType, body, connections });
+    return {
+      call: own.call,
+      closedLoop: (concurrency, durationMs) =>
+        runAutocannonClosedLoop({ url, contentType, body, connections: concurrency, durationMs }),
+      close: own.close,
+    };
+  };
+
+const capabilities = "/envelope.v1.AdmissionService/GetCapabilities";
+const admit = "/envelope.v1.AdmissionService/Admit";
+const json = "application/json";
+const proto = "application/proto";
+const emptyBody = () => Buffer.alloc(0);
+const emptyJson = () => Buffer.from("{}");
+const listening = /listening (\d+)/;
+const envelopeGrpc = /"grpc":"127\.0\.0\.1:(\d+)"/;
+const envelopeHttp = /"http":"127\.0\.0\.1:(\d+)"/;
+const autocannon = ["autocannon"];
+
+/** Every scenario of the standard run; HTTP/1.1 ones keep up to `inflight` connections. */
+export function standardScenarios(pool: RequestPool, inflight: number): Scenario[] {
+  const floor = (kind: string) => script(`./floor-server`).concat(kind);
+  const envelope = script("../cli/run").concat("serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0");
+  const http = (path: string, contentType: string, body: () => Buffer) => httpDriver(path, contentType, body, inflight);
+  return [
+    {
+      name: "floor-grpc-js",
+      description: "empty unary on a bare @grpc/grpc-js server",
+      transport: "grpc",
+      server: floor("grpc-js"),
+      ready: listening,
+      needs: [],
+      driver: grpcDriver(capabilities, emptyBody),
+    },
+    {
+      name: "floor-grpc-js-payload",
+      description:
+        "bare @grpc/grpc-js server answering Admit's request bytes with 940 fixed bytes: Admit's payload, no work",
+      transport: "grpc",
+      server: floor("grpc-js-payload"),
+      ready: listening,
+      needs: [],
+      driver: grpcDriver(capabilities, pool.admitBinary),
+    },
+    {
+      name: "floor-connect-node",
+      description: "empty unary on a bare connect-node HTTP/2 server (gRPC protocol)",
+      transport: "grpc",
+      server: floor("connect-node"),
+      ready: listening,
+      needs: [],
+      driver: grpcDriver(capabilities, emptyBody),
+    },
+    {
+      name: "admit-grpc-port",
+      description: "Admit with the sample request on Envelope's gRPC port (@grpc/grpc-js)",
+      transport: "grpc",
+      server: envelope,
+      ready: envelopeGrpc,
+      needs: [],
+      driver: grpcDriver(admit, pool.admitBinary),
+    },
+    {
+      name: "health-grpc-port",
+      description: "grpc.health.v1 Check on Envelope's gRPC port: the service's own cheapest call",
+      transport: "grpc",
+      server: envelope,
+      ready: envelopeGrpc,
+      needs: [],
+      driver: grpcDriver("/grpc.health.v1.Health/Check", emptyBody),
+    },
+    {
+      name: "admit-http-port-grpc",
+      description: "Admit with the sample request over gRPC on Envelope's HTTP port (connect-node)",
+      transport: "grpc-h2c-http-port",
+      server: envelope,
+      ready: envelopeHttp,
+      needs: [],
+      driver: grpcDriver(admit, pool.admitBinary),
+    },
+    {
+      name: "floor-connect-json-http1",
+      description: "empty Connect unary with a JSON body over HTTP/1.1 on a bare connect-node server",
+      transport: "connect-json-http1",
+      server: floor("connect-node-http1"),
+      ready: listening,
+      needs: autocannon,
+      driver: http(capabilities, json, emptyJson),
+    },
+    {
+      name: "admit-connect-json-http1",
+      description: "Admit with the sample request as Connect JSON over HTTP/1.1 on Envelope's HTTP port",
+      transport: "connect-json-http1",
+      server: envelope,
+      ready: envelopeHttp,
+      needs: autocannon,
+      driver: http(admit, json, pool.admitJson),
+    },
+    {
+      name: "floor-connect-proto-http1",
+      description:
+        "empty Connect unary with a binary (application/proto) body over HTTP/1.1 on a bare connect-node server",
+      transport: "connect-proto-http1",
+      server: floor("connect-node-http1"),
+      ready: listening,
+      needs: autocannon,
+      driver: http(capabilities, proto, emptyBody),
+    },
+    {
+      name: "admit-connect-proto-http1",
+      description:
+        "Admit with the sample request as Connect binary (application/proto) over HTTP/1.1 on Envelope's HTTP port",
+      transport: "connect-proto-http1",
+      server: envelope,
+      ready: envelopeHttp,
+      needs: autocannon,
+      driver: http(admit, proto, pool.admitBinary),
+    },
+    {
+      name: "peer-fastify-ajv-http1",
+      description:
+        "the peer baseline: fastify validating the contract's JSON Schema with ajv and answering, JSON over HTTP/1.1",
+      transport: "json-http1",
+      server: script("./peer-server"),
+      ready: listening,
+      needs: [...autocannon, "fastify", "ajv", "ajv-formats"],
+      driver: http("/admit", json, pool.admitJson),
+    },
+  ];
+}
+
+/** The names of the standard scenarios, in the order they run. */
+export const standardScenarioNames: readonly string[] = standardScenarios(
+  { admitBinary: emptyBody, admitJson: emptyJson },
+  1,
+).map((s) => s.name);

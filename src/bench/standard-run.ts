@@ -1,0 +1,516 @@
+// The standard benchmark (`envelope bench run`): every scenario's server runs at once as a child
+// process, and the load moves between them in short slices, round after round, so that drift on a
+// shared machine lands on every scenario alike. Then an open loop at half of Admit's saturation,
+// an overload of the floor, and a concurrency sweep. The outcome is a BenchmarkDisclosure (format
+// envelope.bench/1) with the raw HDR histograms embedded; `envelope disclosure verify` recomputes
+// every percentile from them.
+import { readFileSync } from "node:fs";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import {
+  type Artifact,
+  type BenchmarkDisclosure,
+  BenchmarkDisclosureSchema,
+  type QualityCheck,
+  QualityCheckSchema,
+  type ScenarioResult,
+  ScenarioResultSchema,
+} from "../gen/envelope/v1/benchmark_disclosure_pb.js";
+import {
+  describeHardware,
+  describeSoftware,
+  disclosureFormat,
+  histogramArtifact,
+  percentilesOf,
+  sha256,
+} from "./disclosure.js";
+import { type LoadResult, latencyHistogram, runOpenLoop } from "./load.js";
+import { createProgress, type ProgressStream } from "./progress.js";
+import {
+  createRequestPool,
+  type Driver,
+  missingPackages,
+  runsFromSource,
+  type Scenario,
+  standardScenarios,
+} from "./scenarios.js";
+import { type ServerProcess, startServerProcess } from "./server-process.js";
+import { spreadOf } from "./statistics.js";
+
+/** The defaults of a standard run: about two minutes on two cores. */
+export const standardRunDefaults = Object.freeze({
+  /** Seconds of one closed-loop slice on one scenario. */
+  seconds: 1,
+  /** Closed-loop slices per scenario, interleaved across scenarios; `bench compare` wants 5 or more. */
+  rounds: 6,
+  /** Seconds of unmeasured load on each scenario before the first round. */
+  warmupSeconds: 1,
+  /** Calls in flight in the closed loop (connections, for HTTP/1.1). */
+  inflight: 64,
+});
+
+type Settings = { readonly [K in keyof typeof standardRunDefaults]: number };
+
+export interface StandardRunOptions extends Partial<Settings> {
+  /** Run only the scenarios of these names; what needs another is left out, with a note. Default all. */
+  readonly only?: readonly string[];
+  /** The command line, as the disclosure records it. */
+  readonly command: string;
+  /** Where progress goes. Default process.stderr. */
+  readonly progress?: ProgressStream;
+}
+
+export interface StandardRun {
+  readonly disclosure: BenchmarkDisclosure;
+  /** The headline figures and ratios, for a terminal. */
+  readonly summary: string;
+}
+
+const root = new URL("../../", import.meta.url);
+const fixturePath = new URL("test/fixtures/runtime-request.json", root);
+/** Admit against its floor, in the open loop; the rate is half of the second one's saturation. */
+const openPairs = [
+  ["floor-grpc-js", "admit-grpc-port"],
+  ["floor-connect-json-http1", "admit-connect-json-http1"],
+] as const;
+const overloaded = "floor-grpc-js";
+const sweepScenarios = ["floor-grpc-js", "admit-grpc-port"];
+const sweepConcurrency = [1, 4, 16, 64, 256];
+const sweepRepetitions = 2;
+
+interface Running {
+  readonly scenario: Scenario;
+  readonly server: ServerProcess;
+  readonly driver: Driver;
+}
+
+/** Some fields of a ScenarioResult. */
+type ResultFields = Partial<Omit<ScenarioResult, "$typeName" | "$unknown">>;
+
+/** One measured stretch of load, with the CPU both sides spent on it. */
+interface Slice extends LoadResult {
+  readonly clientCpuSeconds: number;
+  readonly serverCpuSeconds: number;
+}
+
+export async function runStandardBenchmark(options: StandardRunOptions): Promise<StandardRun> {
+  const d = standardRunDefaults;
+  const settings: Settings = {
+    seconds: options.seconds ?? d.seconds,
+    rounds: options.rounds ?? d.rounds,
+    warmupSeconds: options.warmupSeconds ?? d.warmupSeconds,
+    inflight: options.inflight ?? d.inflight,
+  };
+  const notes: string[] = [];
+  // The software is described before the run, so the disclosure binds the code that ran.
+  const software = describeSoftware(root, [
+    "@grpc/grpc-js",
+    "@connectrpc/connect",
+    "@connectrpc/connect-node",
+    "@bufbuild/protobuf",
+    "@bufbuild/protovalidate",
+    "hdr-histogram-js",
+    "autocannon",
+    "fastify",
+    "ajv",
+  ]);
+  const fixture = readFileSync(fixturePath);
+  const pool = createRequestPool(JSON.parse(fixture.toString()) as JsonObject, 20_000);
+  const selected = standardScenarios(pool, settings.inflight).filter((s) => {
+    if (options.only !== undefined && !options.only.includes(s.name)) return false;
+    const missing = missingPackages(s.needs);
+    if (missing.length > 0) {
+      notes.push(
+        `${s.name} skipped: ${missing.join(", ")} not installed (development dependencies; npm ci installs them)`,
+      );
+    }
+    return missing.length === 0;
+  });
+
+  (options.progress ?? process.stderr).write(`starting ${selected.length} servers\n`);
+  const running: Running[] = [];
+  const started = await Promise.allSettled(
+    selected.map(async (scenario) => {
+      const server = await startServerProcess({ args: scenario.server, cwd: root, ready: scenario.ready });
+      try {
+        running.push({ scenario, server, driver: await scenario.driver(server.port) });
+      } catch (error) {
+        server.stop();
+        throw error;
+      }
+    }),
+  );
+  let measured: Measured;
+  try {
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    // Servers come up in any order; measure them in the scenarios' own order.
+    running.sort((a, b) => selected.indexOf(a.scenario) - selected.indexOf(b.scenario));
+    measured = await runPhases(running, settings, notes, options.progress);
+  } finally {
+    for (const r of running) {
+      r.driver.close();
+      r.server.stop();
+    }
+  }
+
+  const { seconds, rounds, warmupSeconds, inflight } = settings;
+  const disclosure = create(BenchmarkDisclosureSchema, {
+    reviewedAtUtc: timestampNow(),
+    format: disclosureFormat,
+    hardware: describeHardware(),
+    software,
+    workload: {
+      arrival: `closed loop, ${inflight} calls in flight from one client; then open loop, Poisson arrivals at half of Admit's saturation rate`,
+      concurrencyMax: inflight,
+      requestFixtureSha256: sha256(fixture),
+    },
+    method: {
+      durationSeconds: seconds,
+      repetitions: rounds,
+      warmupSeconds,
+      externalLoadGenerator: false,
+      loadGenerator:
+        "one Node.js process on the same host as the servers, sharing all cores: @grpc/grpc-js clients for gRPC; " +
+        "autocannon (programmatic, no workers, one request in flight per connection, a fresh body from the pre-encoded pool for each request) " +
+        "for the closed-loop HTTP/1.1 scenarios; the project's own keep-alive HTTP/1.1 driver for the open-loop ones. " +
+        "All servers running, load moved between them in slices; " +
+        `servers and harness run ${runsFromSource ? "from the TypeScript sources through tsx" : "from the compiled dist/"}.`,
+      coordinatedOmission:
+        "closed-loop results (saturation throughput) are timed from each call's actual send. gRPC: the project's driver, in microseconds. " +
+        "HTTP/1.1 closed loop: E2E is autocannon's own per-response time (hrtime from queuing the request to the parsed end of the response) in microseconds; " +
+        "autocannon reports no time to first byte, so TTFT is timed by hooks on its client from its request event to its response-headers event (for an answer read at once, the two coincide); " +
+        "autocannon opens its connections anew for every slice, within the slice's wall time. " +
+        "The '@open' and '@overload' results are open loop (the project's driver; autocannon's overallRate is not used, as it paces per second and does not time from intended send): " +
+        "each call timed from its intended send time.",
+      command: options.command,
+    },
+    metrics: [
+      "throughput",
+      "TTFT",
+      "E2E",
+      "errors",
+      "server CPU per call",
+      "client CPU per call",
+      "client CPU share of one core",
+      "server peak RSS",
+    ],
+    results: measured.results,
+    artifacts: measured.artifacts,
+    qualityChecks: checks(measured, notes),
+    notes,
+  });
+  return { disclosure, summary: summaryText(measured) };
+}
+
+/** What the phases produce: every result, the histograms behind them, and the summaries by scenario. */
+interface Measured {
+  readonly results: ScenarioResult[];
+  readonly artifacts: Artifact[];
+  /** Closed-loop summaries by scenario name. */
+  readonly closed: ReadonlyMap<string, ScenarioResult>;
+  /** Open-loop summaries at half of Admit's saturation, by scenario name. */
+  readonly open: ReadonlyMap<string, ScenarioResult>;
+}
+
+async function runPhases(
+  running: readonly Running[],
+  { seconds, rounds, warmupSeconds, inflight }: Settings,
+  notes: string[],
+  progressStream: ProgressStream | undefined,
+): Promise<Measured> {
+  const byName = new Map(running.map((r) => [r.scenario.name, r]));
+  const pairs = openPairs.filter((pair) => {
+    const present = pair.every((name) => byName.has(name));
+    if (!present) notes.push(`open loop ${pair.join(" vs ")} left out: not every scenario of the pair ran`);
+    return present;
+  });
+  const openSlices = Math.max(2, Math.ceil(rounds / 3));
+  const openSeconds = seconds * 2;
+  const overloadSeconds = seconds * 3;
+  const sweepSeconds = seconds / 2;
+  const sweeping = sweepScenarios.filter((name) => byName.has(name));
+  const progress = createProgress({
+    plannedSeconds:
+      running.length * (warmupSeconds + rounds * seconds) +
+      pairs.length * openSlices * 2 * openSeconds +
+      (byName.has(overloaded) ? overloadSeconds : 0) +
+      sweepRepetitions * sweepConcurrency.length * sweeping.length * sweepSeconds,
+    ...(progressStream === undefined ? {} : { stream: progressStream }),
+  });
+
+  const measureSlice = async (target: Running, run: (driver: Driver) => Promise<LoadResult>): Promise<Slice> => {
+    const server0 = target.server.cpuSeconds();
+    const client0 = process.cpuUsage();
+    const result = await run(target.driver);
+    const client = process.cpuUsage(client0);
+    return {
+      ...result,
+      clientCpuSeconds: (client.user + client.system) / 1e6,
+      serverCpuSeconds: target.server.cpuSeconds() - server0,
+    };
+  };
+
+  if (warmupSeconds > 0) {
+    for (const r of running) {
+      progress.step(`${r.scenario.name} warm-up`, 1, 1, warmupSeconds);
+      await r.driver.closedLoop(inflight, warmupSeconds * 1000);
+    }
+  }
+  const closedSlices = new Map<string, Slice[]>(running.map((r) => [r.scenario.name, []]));
+  for (let round = 1; round <= rounds; round++) {
+    for (const r of running) {
+      progress.step(r.scenario.name, round, rounds, seconds);
+      const slice = await measureSlice(r, (d) => d.closedLoop(inflight, seconds * 1000));
+      closedSlices.get(r.scenario.name)?.push(slice);
+    }
+  }
+
+  const results: ScenarioResult[] = [];
+  const artifacts: Artifact[] = [];
+  /** A result over many slices, with its histograms embedded as artifacts. */
+  const summarize = (label: string, slices: readonly Slice[], fields: ResultFields) => {
+    const total = combine(slices);
+    artifacts.push(histogramArtifact(`${label}.ttft`, total.ttft), histogramArtifact(`${label}.e2e`, total.e2e));
+    const result = create(ScenarioResultSchema, {
+      scenario: label,
+      ...sliceFigures(total),
+      ...fields,
+      ttftUs: percentilesOf(total.ttft),
+      e2eUs: percentilesOf(total.e2e),
+      ttftArtifact: `${label}.ttft`,
+      e2eArtifact: `${label}.e2e`,
+    });
+    results.push(result);
+    return result;
+  };
+
+  const closed = new Map<string, ScenarioResult>();
+  for (const r of running) {
+    const slices = closedSlices.get(r.scenario.name) ?? [];
+    const rates = slices.map((s) => s.completed / s.elapsedSeconds);
+    const base = { transport: r.scenario.transport, loadModel: "closed", concurrency: inflight };
+    closed.set(
+      r.scenario.name,
+      summarize(r.scenario.name, slices, {
+        ...base,
+        description: r.scenario.description,
+        // The mean over the rounds, as its spread says.
+        achievedRate: rates.reduce((a, b) => a + b, 0) / Math.max(1, rates.length),
+        serverPeakRssBytes: r.server.peakRssBytes(),
+        throughputSpread: spreadOf(rates),
+      }),
+    );
+    slices.forEach((slice, i) => {
+      results.push(
+        create(ScenarioResultSchema, { scenario: r.scenario.name, ...base, repetition: i + 1, ...sliceFigures(slice) }),
+      );
+    });
+  }
+
+  // Open loop at half of Admit's saturation rate, offered alike to Admit and to its floor: latency
+  // at a load the server carries, each call timed from its intended send time (coordinated omission
+  // is avoided by the schedule). Poisson arrivals with a fixed seed per slice, slices interleaved.
+  const open = new Map<string, ScenarioResult>();
+  for (const pair of pairs) {
+    const rate = Math.round((closed.get(pair[1])?.achievedRate ?? 0) / 2);
+    if (rate === 0) {
+      notes.push(`open loop ${pair.join(" vs ")} left out: ${pair[1]} completed no call`);
+      continue;
+    }
+    const slices = new Map<string, Slice[]>(pair.map((name) => [name, []]));
+    for (let slice = 1; slice <= openSlices; slice++) {
+      for (const name of pair) {
+        const target = byName.get(name) as Running;
+        progress.step(`${name}@open ${rate}/s`, slice, openSlices, openSeconds);
+        const s = await measureSlice(target, (d) =>
+          runOpenLoop({ rate, durationMs: openSeconds * 1000, arrival: "poisson", seed: slice, call: d.call }),
+        );
+        slices.get(name)?.push(s);
+      }
+    }
+    for (const name of pair) {
+      const scenario = (byName.get(name) as Running).scenario;
+      open.set(
+        name,
+        summarize(`${name}@open`, slices.get(name) ?? [], {
+          description: `${scenario.description}; open loop (the project's driver), Poisson arrivals at half of ${pair[1]}'s saturation rate`,
+          transport: scenario.transport,
+          loadModel: "open",
+          targetRate: rate,
+        }),
+      );
+    }
+  }
+
+  // Overload: the floor offered 1.5x its saturation rate in open loop. The driver keeps its schedule
+  // (achieved rate, late sends and latency show the server falling behind), showing that the load
+  // generator is not what limits the closed-loop figures.
+  const floor = byName.get(overloaded);
+  const overloadRate = Math.round((closed.get(overloaded)?.achievedRate ?? 0) * 1.5);
+  if (floor !== undefined && overloadRate > 0) {
+    progress.step(`${overloaded}@overload ${overloadRate}/s`, 1, 1, overloadSeconds);
+    const s = await measureSlice(floor, (d) =>
+      runOpenLoop({ rate: overloadRate, durationMs: overloadSeconds * 1000, arrival: "constant", call: d.call }),
+    );
+    summarize(`${overloaded}@overload`, [s], {
+      description: `${floor.scenario.description}, open loop at 1.5x its closed-loop saturation rate`,
+      transport: floor.scenario.transport,
+      loadModel: "open",
+      targetRate: overloadRate,
+    });
+  }
+
+  // Concurrency sweep (closed loop): throughput against calls in flight, Admit beside its floor.
+  for (let repetition = 1; repetition <= sweepRepetitions; repetition++) {
+    for (const concurrency of sweepConcurrency) {
+      for (const name of sweeping) {
+        const target = byName.get(name) as Running;
+        progress.step(`${name}@sweep x${concurrency}`, repetition, sweepRepetitions, sweepSeconds);
+        const s = await measureSlice(target, (d) => d.closedLoop(concurrency, sweepSeconds * 1000));
+        results.push(
+          create(ScenarioResultSchema, {
+            scenario: `${name}@sweep`,
+            transport: target.scenario.transport,
+            loadModel: "closed-sweep",
+            repetition,
+            concurrency,
+            ...sliceFigures(s),
+          }),
+        );
+      }
+    }
+  }
+  progress.finish();
+  return { results, artifacts, closed, open };
+}
+
+/** The figures of one slice (or of several combined), as a result reports them. */
+function sliceFigures(s: Slice): ResultFields {
+  const calls = Math.max(1, s.completed);
+  return {
+    achievedRate: s.completed / Math.max(1e-9, s.elapsedSeconds),
+    ...(s.scheduled > 0 ? { scheduled: s.scheduled, lateSends: s.lateSends } : {}),
+    completed: s.completed,
+    errors: { ...s.errorsByCategory },
+    errorRate: s.errors / Math.max(1, s.completed + s.errors),
+    durationSeconds: s.elapsedSeconds,
+    serverCpuUsPerCall: (s.serverCpuSeconds * 1e6) / calls,
+    clientCpuUsPerCall: (s.clientCpuSeconds * 1e6) / calls,
+    clientCpuShare: s.clientCpuSeconds / Math.max(1e-9, s.elapsedSeconds),
+  };
+}
+
+/** Slices added up: histograms merged, counts and seconds summed. */
+function combine(slices: readonly Slice[]): Slice {
+  const ttft = latencyHistogram();
+  const e2e = latencyHistogram();
+  const errorsByCategory: Record<string, number> = {};
+  const sum = (f: (s: Slice) => number) => slices.reduce((a, s) => a + f(s), 0);
+  for (const s of slices) {
+    ttft.add(s.ttft);
+    e2e.add(s.e2e);
+    for (const [k, v] of Object.entries(s.errorsByCategory)) errorsByCategory[k] = (errorsByCategory[k] ?? 0) + v;
+  }
+  return {
+    ttft,
+    e2e,
+    errorsByCategory,
+    completed: sum((s) => s.completed),
+    errors: sum((s) => s.errors),
+    elapsedSeconds: sum((s) => s.elapsedSeconds),
+    scheduled: sum((s) => s.scheduled),
+    lateSends: sum((s) => s.lateSends),
+    clientCpuSeconds: sum((s) => s.clientCpuSeconds),
+    serverCpuSeconds: sum((s) => s.serverCpuSeconds),
+  };
+}
+
+const ratio = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+
+function check(name: string, observed: number, comparison: "<=" | ">=", threshold: number): QualityCheck {
+  const passed = comparison === "<=" ? observed <= threshold : observed >= threshold;
+  return create(QualityCheckSchema, { name, observed, comparison, threshold, passed });
+}
+
+function checks({ closed, open, results }: Measured, notes: string[]): QualityCheck[] {
+  const out: QualityCheck[] = [];
+  const summaries = results.filter((r) => r.repetition === undefined);
+  out.push(
+    check(
+      "error rate, all scenarios",
+      summaries.reduce((a, r) => a + (r.errorRate ?? 0), 0),
+      "<=",
+      0,
+    ),
+  );
+  // The harness is one thread: a scenario whose client nears a full core measured the client.
+  const busiest = Math.max(0, ...[...closed.values()].map((r) => r.clientCpuShare ?? 0));
+  out.push(check("load generator CPU, busiest closed-loop scenario, share of one core", ratio(busiest, 1), "<=", 0.9));
+  const ratioCheck = (
+    name: string,
+    of: ReadonlyMap<string, ScenarioResult>,
+    [a, b]: readonly [string, string],
+    figure: (r: ScenarioResult) => number,
+    comparison: "<=" | ">=",
+    threshold: number,
+  ) => {
+    const x = of.get(a);
+    const y = of.get(b);
+    if (x === undefined || y === undefined) notes.push(`quality check "${name}" left out: ${a} or ${b} did not run`);
+    else out.push(check(name, ratio(figure(x), figure(y)), comparison, threshold));
+  };
+  const rate = (r: ScenarioResult) => r.achievedRate ?? 0;
+  const p99 = (r: ScenarioResult) => r.e2eUs?.p99 ?? 0;
+  ratioCheck(
+    "Admit (gRPC port) throughput / empty unary on bare grpc-js (issue 2 target)",
+    closed,
+    ["admit-grpc-port", "floor-grpc-js"],
+    rate,
+    ">=",
+    0.8,
+  );
+  ratioCheck(
+    "Admit (gRPC port) p99 / empty unary p99, open loop at half Admit's saturation",
+    open,
+    ["admit-grpc-port", "floor-grpc-js"],
+    p99,
+    "<=",
+    3,
+  );
+  ratioCheck(
+    "Admit (Connect JSON, HTTP/1.1) throughput / fastify+ajv peer baseline",
+    closed,
+    ["admit-connect-json-http1", "peer-fastify-ajv-http1"],
+    rate,
+    ">=",
+    1,
+  );
+  return out;
+}
+
+function summaryText({ closed, open }: Measured): string {
+  const lines = [...closed].map(
+    ([name, r]) =>
+      `${name.padEnd(26)} ${(r.achievedRate ?? 0).toFixed(0).padStart(6)} calls/s  server ${(r.serverCpuUsPerCall ?? 0).toFixed(0)} us/call  client ${(r.clientCpuShare ?? 0).toFixed(2)} core  p99 ${r.e2eUs?.p99 ?? 0} us`,
+  );
+  const pairs: [string, string, string][] = [
+    ["admit/floor, gRPC", "admit-grpc-port", "floor-grpc-js"],
+    ["admit/payload floor, gRPC", "admit-grpc-port", "floor-grpc-js-payload"],
+    ["admit/floor, Connect JSON", "admit-connect-json-http1", "floor-connect-json-http1"],
+    ["admit/floor, Connect binary", "admit-connect-proto-http1", "floor-connect-proto-http1"],
+    ["admit binary/JSON, Connect", "admit-connect-proto-http1", "admit-connect-json-http1"],
+    ["admit Connect JSON/peer", "admit-connect-json-http1", "peer-fastify-ajv-http1"],
+    ["admit gRPC/peer", "admit-grpc-port", "peer-fastify-ajv-http1"],
+  ];
+  for (const [label, a, b] of pairs) {
+    const x = closed.get(a);
+    const y = closed.get(b);
+    if (x === undefined || y === undefined) continue;
+    lines.push(
+      `${label}: throughput x${ratio(x.achievedRate ?? 0, y.achievedRate ?? 1)}, p99 x${ratio(x.e2eUs?.p99 ?? 0, y.e2eUs?.p99 ?? 1)}`,
+    );
+  }
+  for (const [name, r] of open) lines.push(`${name}@open ${r.targetRate ?? 0}/s: p99 ${r.e2eUs?.p99 ?? 0} us`);
+  return `${lines.join("\n")}\n`;
+}

@@ -5,6 +5,7 @@
 // autocannon in the closed loop and the project's own keep-alive driver in the open loop.
 import { randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { clone, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -57,6 +58,8 @@ export function createRequestPool(fixture: JsonObject, size: number): RequestPoo
   for (let i = 0; i < size; i++) {
     const request = clone(RuntimeRequestSchema, sample);
     request.requestId = randomUUID();
+    // Each its own operation: the ledger answers a repeated idempotency key with the first envelope.
+    (request.task as NonNullable<typeof request.task>).idempotencyKey = randomUUID();
     binary.push(Buffer.from(toBinary(RuntimeRequestSchema, request)));
     json.push(Buffer.from(toJsonString(RuntimeRequestSchema, request)));
   }
@@ -127,10 +130,14 @@ const envelopeGrpc = /"grpc":"127\.0\.0\.1:(\d+)"/;
 const envelopeHttp = /"http":"127\.0\.0\.1:(\d+)"/;
 const autocannon = ["autocannon"];
 
-/** Every scenario of the standard run; HTTP/1.1 ones keep up to `inflight` connections. */
-export function standardScenarios(pool: RequestPool, inflight: number): Scenario[] {
+/**
+ * Every scenario of the standard run; HTTP/1.1 ones keep up to `inflight` connections. Envelope's
+ * servers keep their SQLite ledgers in directories under `dataRoot`, one per scenario.
+ */
+export function standardScenarios(pool: RequestPool, inflight: number, dataRoot: string): Scenario[] {
   const floor = (kind: string) => script(`./floor-server`).concat(kind);
-  const envelope = script("../cli/run").concat("serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0");
+  const serve = script("../cli/run").concat("serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0");
+  const envelope = (scenario: string) => serve.concat("--data-dir", join(dataRoot, scenario));
   const http = (path: string, contentType: string, body: () => Buffer) => httpDriver(path, contentType, body, inflight);
   return [
     {
@@ -163,9 +170,20 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
     },
     {
       name: "admit-grpc-port",
-      description: "Admit with the sample request on Envelope's gRPC port (@grpc/grpc-js)",
+      description:
+        "Admit with the sample request on Envelope's gRPC port (@grpc/grpc-js), recorded in the default SQLite ledger before each answer",
       transport: "grpc",
-      server: envelope,
+      server: envelope("admit-grpc-port"),
+      ready: envelopeGrpc,
+      needs: [],
+      driver: grpcDriver(admit, pool.admitBinary),
+    },
+    {
+      name: "admit-grpc-port-no-ledger",
+      description:
+        "Admit with the sample request on Envelope's gRPC port with no ledger (ledger.store none): the admission decision alone",
+      transport: "grpc",
+      server: serve.concat("--ledger", "none"),
       ready: envelopeGrpc,
       needs: [],
       driver: grpcDriver(admit, pool.admitBinary),
@@ -174,7 +192,7 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
       name: "health-grpc-port",
       description: "grpc.health.v1 Check on Envelope's gRPC port: the service's own cheapest call",
       transport: "grpc",
-      server: envelope,
+      server: envelope("health-grpc-port"),
       ready: envelopeGrpc,
       needs: [],
       driver: grpcDriver("/grpc.health.v1.Health/Check", emptyBody),
@@ -183,7 +201,7 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
       name: "admit-http-port-grpc",
       description: "Admit with the sample request over gRPC on Envelope's HTTP port (connect-node)",
       transport: "grpc-h2c-http-port",
-      server: envelope,
+      server: envelope("admit-http-port-grpc"),
       ready: envelopeHttp,
       needs: [],
       driver: grpcDriver(admit, pool.admitBinary),
@@ -201,7 +219,7 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
       name: "admit-connect-json-http1",
       description: "Admit with the sample request as Connect JSON over HTTP/1.1 on Envelope's HTTP port",
       transport: "connect-json-http1",
-      server: envelope,
+      server: envelope("admit-connect-json-http1"),
       ready: envelopeHttp,
       needs: autocannon,
       driver: http(admit, json, pool.admitJson),
@@ -221,7 +239,7 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
       description:
         "Admit with the sample request as Connect binary (application/proto) over HTTP/1.1 on Envelope's HTTP port",
       transport: "connect-proto-http1",
-      server: envelope,
+      server: envelope("admit-connect-proto-http1"),
       ready: envelopeHttp,
       needs: autocannon,
       driver: http(admit, proto, pool.admitBinary),
@@ -243,4 +261,5 @@ export function standardScenarios(pool: RequestPool, inflight: number): Scenario
 export const standardScenarioNames: readonly string[] = standardScenarios(
   { admitBinary: emptyBody, admitJson: emptyJson },
   1,
+  "",
 ).map((s) => s.name);

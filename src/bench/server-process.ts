@@ -10,7 +10,10 @@ export interface ServerProcess {
   cpuSeconds(): number;
   /** The process's peak resident set size so far, in bytes. */
   peakRssBytes(): number;
+  /** Kills the process (SIGKILL: a benchmark's server has nothing to save). */
   stop(): void;
+  /** Resolves once the process has exited. */
+  readonly exited: Promise<void>;
 }
 
 export interface ServerProcessOptions {
@@ -33,6 +36,7 @@ export function startServerProcess(options: ServerProcessOptions): Promise<Serve
   const child = spawn(process.execPath, [...options.args], { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
   const pid = child.pid as number;
   live.add(child);
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.once("exit", () => live.delete(child));
   return new Promise<ServerProcess>((resolve, reject) => {
     let seen = "";
@@ -56,6 +60,7 @@ export function startServerProcess(options: ServerProcessOptions): Promise<Serve
         cpuSeconds: () => cpuSecondsOf(pid),
         peakRssBytes: () => peakRssBytesOf(pid),
         stop: () => child.kill("SIGKILL"),
+        exited,
       });
     };
     child.stdout.on("data", onData);

@@ -17,6 +17,7 @@ Options:
 ${configFlagsUsage}
   --grpc-listen ADDR   gRPC listen address, host:port (default 127.0.0.1:50051)
   --http-listen ADDR   HTTP listen address, host:port (default 127.0.0.1:8080)
+  --ledger STORE       sqlite (default), postgres or none (nothing recorded; no LifecycleService)
   --log-level LEVEL    debug, info, warn or error (default info)
   -h, --help           show this help
 
@@ -38,6 +39,7 @@ export const runServe: Command = {
     if (flags.values["grpc-listen"] !== undefined) overrides["grpc.listen"] = flags.values["grpc-listen"];
     if (flags.values["http-listen"] !== undefined) overrides["http.listen"] = flags.values["http-listen"];
     if (flags.values["log-level"] !== undefined) overrides["log.level"] = flags.values["log-level"];
+    if (flags.values.ledger !== undefined) overrides["ledger.store"] = flags.values.ledger;
     try {
       const config = loadCliConfig(flags.values, overrides);
       const log = createLogger({ level: config.log.level });
@@ -77,6 +79,7 @@ function parse(args: string[]) {
       "grpc-listen": { type: "string" },
       "http-listen": { type: "string" },
       "log-level": { type: "string" },
+      ledger: { type: "string" },
     },
   });
 }

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { type AddressInfo, createServer } from "node:net";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import { migratePostgres, openPostgresStore, postgresSchemaVersion } from "../../src/ledger/postgres-store.js";
 import { type LedgerStore, LedgerUnavailableError } from "../../src/ledger/store.js";
@@ -19,6 +19,8 @@ async function sql(url: string, text: string): Promise<pg.QueryResultRow[]> {
     await client.end();
   }
 }
+
+const noExpiry = { deadlineBeforeMs: 0, nowMs: 0, limit: 1, errors: new Map(), reasons: new Map() };
 
 let conformanceUrl = "";
 describeStoreConformance("postgres", {
@@ -201,6 +203,31 @@ describe("postgres store: rows, errors and schema", () => {
     expect(refused).toBeInstanceOf(LedgerUnavailableError);
     expect(String((refused as Error).message)).toMatch(/password authentication failed/);
     expect(String((refused as Error).message)).not.toContain("hunter2");
+  });
+
+  it("reports a database it cannot reach as LedgerUnavailableError, and recovers when it can", async () => {
+    await store.admit([entry({})]);
+    // As an outage would: the database takes no connections and every open one is cut.
+    const database = pg.escapeIdentifier(new URL(url).pathname.slice(1));
+    const admin = inject("postgresAdminUrl");
+    await sql(admin, `ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS false`);
+    try {
+      await sql(
+        admin,
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${database.slice(1, -1)}'`,
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      const during = await Promise.allSettled([store.admit([entry({})]), store.latestSeq(), store.expire(noExpiry)]);
+      for (const o of during) {
+        expect(o).toMatchObject({ status: "rejected", reason: expect.any(LedgerUnavailableError) });
+        expect(String((o as PromiseRejectedResult).reason.message)).toMatch(/not currently accepting connections/);
+      }
+    } finally {
+      await sql(admin, `ALTER DATABASE ${database} WITH ALLOW_CONNECTIONS true`);
+    }
+    const e = entry({});
+    expect(await store.admit([e])).toEqual([{ kind: "inserted" }]);
+    expect((await store.get(e.row.envelopeId))?.state).toBe(S.ADMITTED);
   });
 
   it("refuses a schema newer than it knows", async () => {

@@ -53,28 +53,30 @@ const alive = (pid: number) => {
  */
 async function removeLeftovers(): Promise<void> {
   for (const name of readdirSync(tmpdir())) {
-    if (!name.startsWith(dirPrefix)) continue;
-    const dir = join(tmpdir(), name);
-    try {
-      const owner = Number(readFileSync(join(dir, ownerFile), "utf8"));
-      if (alive(owner)) continue;
-    } catch {
-      // No owner file yet: a run may be starting right now; leave young directories alone.
-      if (Date.now() - statSync(dir).mtimeMs < 60_000) continue;
-    }
-    const dataDir = join(dir, "data");
-    try {
-      const postmaster = Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
-      const cmdline = readFileSync(`/proc/${postmaster}/cmdline`, "utf8");
-      if (cmdline.includes(dataDir)) {
-        process.kill(postmaster, "SIGQUIT");
-        for (let i = 0; i < 50 && alive(postmaster); i++) await new Promise((r) => setTimeout(r, 20));
-      }
-    } catch {
-      // No server on it, or not one we can see.
-    }
-    rmSync(dir, { recursive: true, force: true });
+    if (name.startsWith(dirPrefix)) await removeLeftover(join(tmpdir(), name)).catch(() => undefined);
   }
+}
+
+async function removeLeftover(dir: string): Promise<void> {
+  try {
+    const owner = Number(readFileSync(join(dir, ownerFile), "utf8"));
+    if (owner > 0 && alive(owner)) return;
+  } catch {
+    // No owner file yet: a run may be starting right now; leave young directories alone.
+    if (Date.now() - statSync(dir).mtimeMs < 60_000) return;
+  }
+  const dataDir = join(dir, "data");
+  try {
+    const postmaster = Number(readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
+    const cmdline = readFileSync(`/proc/${postmaster}/cmdline`, "utf8");
+    if (postmaster > 0 && cmdline.includes(dataDir)) {
+      process.kill(postmaster, "SIGQUIT");
+      for (let i = 0; i < 50 && alive(postmaster); i++) await new Promise((r) => setTimeout(r, 20));
+    }
+  } catch {
+    // No server on it, or not one we can see.
+  }
+  rmSync(dir, { recursive: true, force: true });
 }
 
 const freePort = () =>
@@ -103,11 +105,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (log.length > 50) log.shift();
   };
 
-  let lastError: unknown;
-  // The free port may be taken between the check and the server's bind: try another.
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    const port = await freePort();
-    const server = new EmbeddedPostgres({
+  const server = (port: number) =>
+    new EmbeddedPostgres({
       databaseDir: join(root, "data"),
       port,
       user: "postgres",
@@ -127,9 +126,23 @@ export default async function setup(project: TestProject): Promise<() => Promise
       onLog: keep,
       onError: keep,
     });
+  const fail = (what: string, error: unknown) => {
+    rmSync(root, { recursive: true, force: true });
+    return new Error(`could not ${what} the test PostgreSQL (${String(error)}):\n${log.join("")}`);
+  };
+
+  try {
+    await server(0).initialise();
+  } catch (error) {
+    throw fail("initialise", error);
+  }
+  let lastError: unknown;
+  // The free port may be taken between the check and the server's bind: try another.
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const port = await freePort();
+    const running = server(port);
     try {
-      if (attempt === 1) await server.initialise();
-      await server.start();
+      await running.start();
     } catch (error) {
       // Not stop(): it waits for an exit that has already happened.
       lastError = error;
@@ -137,10 +150,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     }
     project.provide("postgresAdminUrl", `postgres://postgres:${password}@127.0.0.1:${port}/postgres`);
     return async () => {
-      await server.stop();
+      await running.stop();
       rmSync(root, { recursive: true, force: true });
     };
   }
-  rmSync(root, { recursive: true, force: true });
-  throw new Error(`could not start the test PostgreSQL (${String(lastError)}):\n${log.join("")}`);
+  throw fail("start", lastError);
 }

@@ -308,6 +308,7 @@ async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Pro
   if (rest.length > 0) {
     // The insert waited for any concurrent transaction holding a conflicting key to finish, so the
     // winner's row is committed (or ours, from earlier in this batch) and this statement sees it.
+    // Read before the events are appended, so that appendEventsLock is held for less.
     const existing = await client.query<RawEnvelope & { ord: string }>({
       name: "envelope-select-existing",
       text: selectExisting,

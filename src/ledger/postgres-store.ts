@@ -6,10 +6,10 @@ import pg from "pg";
 import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { createGroupCommit } from "./group-commit.js";
-import type { Durability } from "./sqlite-ledger.js";
 import {
   type AdmitEntry,
   type AdmitOutcome,
+  type Durability,
   type EnvelopeRow,
   type EventRow,
   type ExpiryInput,

@@ -7,6 +7,7 @@ import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type {
   AdmitEntry,
   AdmitOutcome,
+  Durability,
   EnvelopeRow,
   EventRow,
   ExpiryInput,
@@ -15,9 +16,6 @@ import type {
   TransitionInput,
   TransitionOutcome,
 } from "./store.js";
-
-/** "process": a commit survives the process crashing; "fsync": it also survives power loss. */
-export type Durability = "process" | "fsync";
 
 const terminalStates = Object.values(LifecycleState)
   .filter((s): s is LifecycleState => typeof s === "number" && isTerminal(s))

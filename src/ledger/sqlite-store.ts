@@ -5,9 +5,8 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
-import type { Durability } from "./sqlite-ledger.js";
 import type { LedgerOperation, SqliteWorkerData, WorkerReply, WorkerRequest } from "./sqlite-worker.js";
-import { type LedgerStore, LedgerUnavailableError } from "./store.js";
+import { type Durability, type LedgerStore, LedgerUnavailableError } from "./store.js";
 
 export interface SqliteStoreOptions {
   /** Directory of the database file (created if missing). */

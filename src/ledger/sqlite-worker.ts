@@ -2,8 +2,8 @@
 // of ledger operations; the batch runs in one transaction (one commit, one sync), each operation in
 // its own savepoint, and one message goes back with every result in order.
 import { parentPort, workerData } from "node:worker_threads";
-import { type Durability, migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
-import type { LedgerStore } from "./store.js";
+import { migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
+import type { Durability, LedgerStore } from "./store.js";
 
 export interface SqliteWorkerData {
   readonly path: string;

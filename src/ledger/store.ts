@@ -4,6 +4,9 @@
 // transaction, so that two replicas on one database cannot both move an envelope.
 import type { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 
+/** "process": a commit survives the process crashing; "fsync": it also survives power loss. */
+export type Durability = "process" | "fsync";
+
 /** One envelope as stored. Blobs are protobuf binary of the named message. */
 export interface EnvelopeRow {
   readonly envelopeId: string;

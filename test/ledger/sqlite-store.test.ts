@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { type Durability, migrateSqlite, openSqlite } from "../../src/ledger/sqlite-ledger.js";
+import { migrateSqlite, openSqlite } from "../../src/ledger/sqlite-ledger.js";
 import { openSqliteStore } from "../../src/ledger/sqlite-store.js";
+import type { Durability } from "../../src/ledger/store.js";
 import { describeStoreConformance } from "./store-conformance.js";
 
 const dirs: string[] = [];

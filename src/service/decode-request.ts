@@ -13,6 +13,7 @@ import {
   type MessageShape,
   ScalarType,
 } from "@bufbuild/protobuf";
+import { compileBinaryDecoder, type FastDecode } from "../codec/binary-decoder.js";
 import { invalidMessage } from "../core/admit.js";
 import { negotiate, serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
@@ -24,20 +25,26 @@ export type Decoded<T> =
   | { readonly kind: "ok"; readonly message: T; readonly warnings: readonly Warning[] }
   | { readonly kind: "malformed"; readonly error: ErrorEnvelope };
 
-/** Decodes the protobuf binary format. Unknown fields are kept (forward compatibility) and warned about. */
+/**
+ * Decodes the protobuf binary format. Unknown fields are kept (forward compatibility) and warned about.
+ * The compiled decoder reads the common shapes of input; whatever it leaves (malformed bytes
+ * included) is decoded by protobuf-es, so both give one and the same answer.
+ */
 export function decodeBinary<Desc extends DescMessage>(
   schema: Desc,
   bytes: Uint8Array,
   maxBytes: number,
 ): Decoded<MessageShape<Desc>> {
   if (bytes.byteLength > maxBytes) return tooLarge(bytes.byteLength, maxBytes);
-  let message: MessageShape<Desc>;
-  try {
-    message = fromBinary(schema, bytes);
-  } catch {
-    return malformed("REQUEST_MALFORMED", [
-      violation("", "wire.malformed", `the body is not a valid ${schema.typeName} in the protobuf binary format`),
-    ]);
+  let message = fastDecoder(schema)?.(bytes);
+  if (message === undefined) {
+    try {
+      message = fromBinary(schema, bytes);
+    } catch {
+      return malformed("REQUEST_MALFORMED", [
+        violation("", "wire.malformed", `the body is not a valid ${schema.typeName} in the protobuf binary format`),
+      ]);
+    }
   }
   const unknown: string[] = [];
   collectUnknownFields(schema, message, "", unknown);
@@ -87,6 +94,18 @@ export function decodeJson<Desc extends DescMessage>(
     return malformed("CONTRACT_VERSION_UNSUPPORTED", [unsupportedVersion(version)]);
   }
   return malformed("REQUEST_INVALID", violations);
+}
+
+// Compiled on first use per message type; null when the type has no compiled decoder.
+const fastDecoders = new WeakMap<DescMessage, FastDecode<DescMessage> | null>();
+
+function fastDecoder<Desc extends DescMessage>(schema: Desc): FastDecode<Desc> | undefined {
+  let decode = fastDecoders.get(schema);
+  if (decode === undefined) {
+    decode = compileBinaryDecoder(schema) ?? null;
+    fastDecoders.set(schema, decode);
+  }
+  return (decode ?? undefined) as FastDecode<Desc> | undefined;
 }
 
 function tooLarge(size: number, max: number): Decoded<never> {

@@ -127,11 +127,23 @@ function join(path: string, name: string): string {
 
 function collectUnknownFields(desc: DescMessage, message: Message, path: string, out: string[]): void {
   if ((message.$unknown?.length ?? 0) > 0) out.push(path);
-  for (const field of desc.fields) {
-    if (field.fieldKind !== "message" || isWellKnown(field.message)) continue;
+  for (const field of nestedMessageFields(desc)) {
     const value = (message as unknown as Record<string, unknown>)[field.localName];
     if (value !== undefined) collectUnknownFields(field.message, value as Message, join(path, field.jsonName), out);
   }
+}
+
+type MessageField = DescField & { fieldKind: "message" };
+const messageFieldsOf = new WeakMap<DescMessage, readonly MessageField[]>();
+
+/** The singular message fields whose unknown fields are looked for (not the well-known types'). */
+function nestedMessageFields(desc: DescMessage): readonly MessageField[] {
+  let fields = messageFieldsOf.get(desc);
+  if (fields === undefined) {
+    fields = desc.fields.filter((f): f is MessageField => f.fieldKind === "message" && !isWellKnown(f.message));
+    messageFieldsOf.set(desc, fields);
+  }
+  return fields;
 }
 
 function isWellKnown(desc: DescMessage): boolean {

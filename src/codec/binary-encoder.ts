@@ -46,26 +46,29 @@ export function compileBinaryEncoder<Desc extends DescMessage>(desc: Desc): Fast
       return true;
     } catch {
       // A value to leave to protobuf-es, or anything unforeseen: either way toBinary decides.
+      wire.shrink(w);
       return false;
     }
   };
   return {
     encode(message) {
       if (!run(message)) return undefined;
-      return Buffer.from(wire.writer.buf.subarray(0, wire.writer.pos));
+      const w = wire.writer;
+      const out = Buffer.from(w.buf.subarray(0, w.pos));
+      wire.shrink(w);
+      return out;
     },
     encodeWithField(message, fieldNo, bytes) {
       if (!run(message)) return undefined;
       const w = wire.writer;
-      const length = w.pos;
       // The field's tag and length go after the message, in the shared buffer, then everything is
       // copied once into the result.
-      wire.writeVarint32(w, ((fieldNo << 3) | 2) >>> 0);
+      wire.writeVarint32(w, ((fieldNo << 3) | lengthDelimited) >>> 0);
       wire.writeVarint32(w, bytes.byteLength);
       const out = Buffer.allocUnsafe(w.pos + bytes.byteLength);
       out.set(w.buf.subarray(0, w.pos));
       out.set(bytes, w.pos);
-      w.pos = length;
+      wire.shrink(w);
       return out;
     },
   };

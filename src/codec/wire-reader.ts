@@ -17,12 +17,10 @@ export function giveUp(): never {
 export interface ReadState {
   readonly buf: Uint8Array;
   pos: number;
-  /** The whole input as Latin-1 text, made on the first ASCII string read; see readString. */
-  text: string | undefined;
 }
 
 export function readState(buf: Uint8Array): ReadState {
-  return { buf, pos: 0, text: undefined };
+  return { buf, pos: 0 };
 }
 
 /**
@@ -235,30 +233,31 @@ export function readBytes(st: ReadState, end: number): Uint8Array {
 }
 
 /**
- * A string. ASCII, the common case, is cut from the whole input decoded once as Latin-1 (one native
- * call per request instead of one per string; ASCII reads the same in both); anything else goes
- * through the same TextDecoder settings as protobuf-es (a leading U+FEFF kept), and invalid UTF-8
- * under `strict` gives up so that protobuf-es raises its own error.
+ * A string. Short ASCII, the common case, is built from its char codes as protobuf-es builds it;
+ * anything else goes through the same TextDecoder settings as protobuf-es (a leading U+FEFF kept),
+ * and invalid UTF-8 under `strict` gives up so that protobuf-es raises its own error. Each string is
+ * a fresh one: none is a slice of a larger string that it would keep alive.
  */
 export function readString(st: ReadState, end: number, strict: boolean): string {
   const stop = readEnd(st, end);
   const start = st.pos;
   st.pos = stop;
   const buf = st.buf;
-  for (let i = start; i < stop; i++) {
-    if ((buf[i] as number) >= 0x80) return decodeUtf8(buf.subarray(start, stop), strict);
+  const length = stop - start;
+  if (length <= shortString) {
+    const codes = new Array<number>(length);
+    for (let i = 0; i < length; i++) {
+      const byte = buf[start + i] as number;
+      if (byte >= 0x80) return decodeUtf8(buf.subarray(start, stop), strict);
+      codes[i] = byte;
+    }
+    return String.fromCharCode.apply(String, codes);
   }
-  if (buf.length > wholeTextLimit) return latin1(buf, start, stop);
-  st.text ??= latin1(buf, 0, buf.length);
-  return st.text.slice(start, stop);
+  return decodeUtf8(buf.subarray(start, stop), strict);
 }
 
-/** Inputs up to this size are decoded whole for readString; larger ones string by string. */
-const wholeTextLimit = 64 * 1024;
-
-function latin1(buf: Uint8Array, start: number, stop: number): string {
-  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString("latin1", start, stop);
-}
+/** Longest string built from char codes; longer ones are decoded natively. */
+const shortString = 32;
 
 function decodeUtf8(bytes: Uint8Array, strict: boolean): string {
   if (!strict) return lenientUtf8.decode(bytes);

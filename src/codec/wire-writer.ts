@@ -16,6 +16,12 @@ export interface WriteState {
 
 export const writer: WriteState = { buf: new Uint8Array(4096), pos: 0 };
 
+/** Called after each encode: a buffer grown past 64 KiB for one large message is not kept. */
+export function shrink(w: WriteState): void {
+  if (w.buf.length > 64 * 1024) w.buf = new Uint8Array(4096);
+  w.pos = 0;
+}
+
 /** Makes room for `size` more bytes. */
 export function reserve(w: WriteState, size: number): void {
   const needed = w.pos + size;

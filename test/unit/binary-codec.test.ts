@@ -19,7 +19,12 @@ import { compileBinaryDecoder } from "../../src/codec/binary-decoder.js";
 import { compileBinaryEncoder } from "../../src/codec/binary-encoder.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { admit } from "../../src/core/admit.js";
-import { type ExecutionEnvelope, ExecutionEnvelopeSchema } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
+import { WarningSchema } from "../../src/gen/envelope/v1/common_pb.js";
+import {
+  type Decision,
+  type ExecutionEnvelope,
+  ExecutionEnvelopeSchema,
+} from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import { type RuntimeRequest, RuntimeRequestSchema } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { contractFiles } from "../../src/schema.js";
 import { admissionConfig } from "../../src/server.js";
@@ -343,6 +348,16 @@ describe("compiled encoder: ExecutionEnvelope", () => {
     ]);
     expect(hex(encoder.encodeWithField(rest, 3, received) as Uint8Array)).toBe(hex(before));
     // The shared buffer is left as it was: the next encode is unaffected.
+    expect(hex(encoder.encode(rest) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, rest)));
+  });
+
+  it("encodes an envelope larger than its shared buffer, and a small one after it", () => {
+    const warnings = Array.from({ length: 3000 }, (_, i) =>
+      create(WarningSchema, { code: "W", field: `f${i}`, message: "é".repeat(i % 200) }),
+    );
+    const large = { ...admitted, request: undefined, decision: { ...(admitted.decision as Decision), warnings } };
+    expect(hex(encoder.encode(large) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, large)));
+    const rest = { ...admitted, request: undefined };
     expect(hex(encoder.encode(rest) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, rest)));
   });
 

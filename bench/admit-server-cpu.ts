@@ -1,8 +1,9 @@
 // Server CPU per Admit call, before and after a change: short closed-loop gRPC load against this
-// tree's server, optionally against another tree's (a checkout of an earlier commit, built), and
-// against the empty unary on a bare @grpc/grpc-js server (the floor). The servers run at once and
-// the load moves between them in short slices, round after round, so that drift on a shared machine
-// lands on each alike. Server CPU is read from /proc (user + system) around each slice.
+// tree's server, optionally against another tree's (a checkout of an earlier commit, built), against
+// the empty unary on a bare @grpc/grpc-js server (the floor), and against that server carrying
+// Admit's request and an answer of Admit's size (what moving the bytes alone costs). The servers
+// run at once and the load moves between them in short slices, round after round, so that drift on
+// a shared machine lands on each alike. Server CPU is read from /proc (user + system) per slice.
 //
 //   npm run build && tsx bench/admit-server-cpu.ts [--baseline DIR] [--seconds 1.5] [--rounds 3]
 //
@@ -61,6 +62,13 @@ const servers: Server[] = [
     cwd: root,
     path: "/envelope.v1.AdmissionService/GetCapabilities",
     body: emptyBody,
+  },
+  {
+    name: "floor with Admit-sized payloads",
+    command: ["--import", "tsx", "bench/floor-server.ts", "grpc-js-payload"],
+    cwd: root,
+    path: "/envelope.v1.AdmissionService/GetCapabilities",
+    body: admitBody,
   },
   ...(flags.baseline === undefined
     ? []

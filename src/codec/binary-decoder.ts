@@ -17,6 +17,7 @@ import {
   littleEndianHost,
   proto3,
   quote as q,
+  reachableMessages,
   requireBigint,
   tagOf,
   Unsupported,
@@ -62,29 +63,18 @@ const runtime = {
 };
 
 function compile(root: DescMessage): MessageDecoder {
-  const order: DescMessage[] = [];
-  const index = new Map<DescMessage, number>();
-  const visit = (desc: DescMessage) => {
-    if (index.has(desc)) return;
-    index.set(desc, order.length);
-    order.push(desc);
-    for (const f of desc.fields) {
-      if ((f.fieldKind === "message" || f.fieldKind === "list") && f.message !== undefined && !isStruct(f.message)) {
-        visit(f.message);
-      }
-    }
-  };
-  visit(root);
-  // Decoders call each other through this table, so recursive types need no special case.
+  // Struct fields are read by readStruct, not by a decoder of their own.
+  const { order, index } = reachableMessages(root, (desc) => !isStruct(desc));
   const decoders: MessageDecoder[] = [];
   for (const desc of order) {
-    const source = messageSource(desc, index);
-    decoders.push(new Function("rt", "D", source)(runtime, decoders) as MessageDecoder);
+    decoders.push(new Function("rt", "D", messageSource(desc, index))(runtime, decoders) as MessageDecoder);
   }
-  return decoders[0] as MessageDecoder;
+  const decoder = decoders[0];
+  if (decoder === undefined) throw new Unsupported(root.typeName);
+  return decoder;
 }
 
-function messageSource(desc: DescMessage, index: Map<DescMessage, number>): string {
+function messageSource(desc: DescMessage, index: ReadonlyMap<DescMessage, number>): string {
   if (desc.file.edition !== proto3) throw new Unsupported(`${desc.typeName}: not proto3`);
   if (desc.oneofs.length > 0) throw new Unsupported(`${desc.typeName}: oneof`);
   // The object literal: what create() sets, in the same order (implicit-presence scalars and enums
@@ -196,7 +186,7 @@ function readExpression(type: ScalarType, strictUtf8: boolean, longAsString: boo
 }
 
 /** The `case` clauses of one field: one per wire type protobuf-es reads it with. */
-function fieldCases(f: DescField, index: Map<DescMessage, number>): string[] {
+function fieldCases(f: DescField, index: ReadonlyMap<DescMessage, number>): string[] {
   const name = q(f.localName);
   const at = `m[${name}]`;
   switch (f.fieldKind) {

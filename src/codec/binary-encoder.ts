@@ -14,6 +14,7 @@ import {
   littleEndianHost,
   proto3,
   quote as q,
+  reachableMessages,
   requireBigint,
   tagOf,
   Unsupported,
@@ -82,17 +83,8 @@ const runtime = {
 };
 
 function compile(root: DescMessage): MessageEncoder {
-  const order: DescMessage[] = [];
-  const index = new Map<DescMessage, number>();
-  const visit = (desc: DescMessage) => {
-    if (index.has(desc) || desc.file.edition !== proto3 || isUnwrapped(desc)) return;
-    index.set(desc, order.length);
-    order.push(desc);
-    for (const f of desc.fields) {
-      if ((f.fieldKind === "message" || f.fieldKind === "list") && f.message !== undefined) visit(f.message);
-    }
-  };
-  visit(root);
+  // Types not compiled are given up on wherever a field of theirs is set.
+  const { order, index } = reachableMessages(root, (desc) => desc.file.edition === proto3 && !isUnwrapped(desc));
   const encoders: MessageEncoder[] = [];
   for (const desc of order) {
     encoders.push(new Function("rt", "E", messageSource(desc, index))(runtime, encoders) as MessageEncoder);
@@ -100,7 +92,7 @@ function compile(root: DescMessage): MessageEncoder {
   return encoders[0] ?? (() => runtime.giveUp());
 }
 
-function messageSource(desc: DescMessage, index: Map<DescMessage, number>): string {
+function messageSource(desc: DescMessage, index: ReadonlyMap<DescMessage, number>): string {
   const fields = desc.fields.concat().sort((a, b) => a.number - b.number);
   const lines = fields.map((f) => {
     try {
@@ -132,7 +124,7 @@ function isSet(f: DescField): string {
   }
 }
 
-function fieldSource(f: DescField, index: Map<DescMessage, number>): string {
+function fieldSource(f: DescField, index: ReadonlyMap<DescMessage, number>): string {
   if (f.oneof !== undefined) throw new Unsupported(f.name);
   const at = `m[${q(f.localName)}]`;
   switch (f.fieldKind) {

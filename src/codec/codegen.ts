@@ -64,3 +64,26 @@ export function isUnwrapped(desc: DescMessage): boolean {
 export function isStruct(desc: DescMessage): boolean {
   return desc.typeName === "google.protobuf.Struct";
 }
+
+/**
+ * `root` and the message types reachable from it through message and list fields, as far as
+ * `include` accepts them, numbered in the order visited: generated functions call each other by
+ * these numbers, so recursive types need no special case.
+ */
+export function reachableMessages(
+  root: DescMessage,
+  include: (desc: DescMessage) => boolean,
+): { readonly order: readonly DescMessage[]; readonly index: ReadonlyMap<DescMessage, number> } {
+  const order: DescMessage[] = [];
+  const index = new Map<DescMessage, number>();
+  const visit = (desc: DescMessage) => {
+    if (index.has(desc) || !include(desc)) return;
+    index.set(desc, order.length);
+    order.push(desc);
+    for (const f of desc.fields) {
+      if ((f.fieldKind === "message" || f.fieldKind === "list") && f.message !== undefined) visit(f.message);
+    }
+  };
+  visit(root);
+  return { order, index };
+}

@@ -13,6 +13,7 @@ import {
   type MessageShape,
   ScalarType,
 } from "@bufbuild/protobuf";
+import { compileBinaryDecoder, type FastDecode } from "../codec/binary-decoder.js";
 import { invalidMessage } from "../core/admit.js";
 import { negotiate, serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
@@ -24,20 +25,26 @@ export type Decoded<T> =
   | { readonly kind: "ok"; readonly message: T; readonly warnings: readonly Warning[] }
   | { readonly kind: "malformed"; readonly error: ErrorEnvelope };
 
-/** Decodes the protobuf binary format. Unknown fields are kept (forward compatibility) and warned about. */
+/**
+ * Decodes the protobuf binary format. Unknown fields are kept (forward compatibility) and warned about.
+ * The compiled decoder reads the common shapes of input; whatever it leaves (malformed bytes
+ * included) is decoded by protobuf-es, so both give one and the same answer.
+ */
 export function decodeBinary<Desc extends DescMessage>(
   schema: Desc,
   bytes: Uint8Array,
   maxBytes: number,
 ): Decoded<MessageShape<Desc>> {
   if (bytes.byteLength > maxBytes) return tooLarge(bytes.byteLength, maxBytes);
-  let message: MessageShape<Desc>;
-  try {
-    message = fromBinary(schema, bytes);
-  } catch {
-    return malformed("REQUEST_MALFORMED", [
-      violation("", "wire.malformed", `the body is not a valid ${schema.typeName} in the protobuf binary format`),
-    ]);
+  let message = fastDecoder(schema)?.(bytes);
+  if (message === undefined) {
+    try {
+      message = fromBinary(schema, bytes);
+    } catch {
+      return malformed("REQUEST_MALFORMED", [
+        violation("", "wire.malformed", `the body is not a valid ${schema.typeName} in the protobuf binary format`),
+      ]);
+    }
   }
   const unknown: string[] = [];
   collectUnknownFields(schema, message, "", unknown);
@@ -89,6 +96,18 @@ export function decodeJson<Desc extends DescMessage>(
   return malformed("REQUEST_INVALID", violations);
 }
 
+// Compiled on first use per message type; null when the type has no compiled decoder.
+const fastDecoders = new WeakMap<DescMessage, FastDecode<DescMessage> | null>();
+
+function fastDecoder<Desc extends DescMessage>(schema: Desc): FastDecode<Desc> | undefined {
+  let decode = fastDecoders.get(schema);
+  if (decode === undefined) {
+    decode = compileBinaryDecoder(schema) ?? null;
+    fastDecoders.set(schema, decode);
+  }
+  return (decode ?? undefined) as FastDecode<Desc> | undefined;
+}
+
 function tooLarge(size: number, max: number): Decoded<never> {
   return malformed("REQUEST_TOO_LARGE", [violation("", "size.max", `the body is ${size} bytes; the limit is ${max}`)]);
 }
@@ -108,11 +127,23 @@ function join(path: string, name: string): string {
 
 function collectUnknownFields(desc: DescMessage, message: Message, path: string, out: string[]): void {
   if ((message.$unknown?.length ?? 0) > 0) out.push(path);
-  for (const field of desc.fields) {
-    if (field.fieldKind !== "message" || isWellKnown(field.message)) continue;
+  for (const field of nestedMessageFields(desc)) {
     const value = (message as unknown as Record<string, unknown>)[field.localName];
     if (value !== undefined) collectUnknownFields(field.message, value as Message, join(path, field.jsonName), out);
   }
+}
+
+type MessageField = DescField & { fieldKind: "message" };
+const messageFieldsOf = new WeakMap<DescMessage, readonly MessageField[]>();
+
+/** The singular message fields whose unknown fields are looked for (not the well-known types'). */
+function nestedMessageFields(desc: DescMessage): readonly MessageField[] {
+  let fields = messageFieldsOf.get(desc);
+  if (fields === undefined) {
+    fields = desc.fields.filter((f): f is MessageField => f.fieldKind === "message" && !isWellKnown(f.message));
+    messageFieldsOf.set(desc, fields);
+  }
+  return fields;
 }
 
 function isWellKnown(desc: DescMessage): boolean {

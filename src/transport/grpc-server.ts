@@ -4,6 +4,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type * as grpc from "@grpc/grpc-js";
+import { compileBinaryEncoder } from "../codec/binary-encoder.js";
 import { AdmissionService, GetCapabilitiesResponseSchema } from "../gen/envelope/v1/admission_service_pb.js";
 import { type ExecutionEnvelope, ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
@@ -46,7 +47,8 @@ export function rawUnaryMethod(path: string): grpc.MethodDefinition<Buffer, Buff
     responseDeserialize: passThrough,
   };
 }
-const asBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+const asBuffer = (bytes: Uint8Array): Buffer =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
 /** Registers envelope.v1.AdmissionService on a grpc-js server. */
 export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionOptions): void {
@@ -84,17 +86,26 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
   server.addService(definition, { Admit: admit, GetCapabilities: getCapabilities });
 }
 
+// toBinary's bytes for the envelopes it handles (all but those with a Struct or other uncompiled
+// fields set), several times faster; toBinary for the others.
+const envelopeEncoder = compileBinaryEncoder(ExecutionEnvelopeSchema);
+
 /**
  * The envelope in the binary format. When the envelope carries the very request that was decoded
  * (normalization changed nothing), the received bytes are written as its request field instead of
  * encoding the request again: the same message on the wire, for a good share less work per call.
  */
 function encodeEnvelope(envelope: ExecutionEnvelope, decoded: RuntimeRequest, received: Buffer): Buffer {
-  if (envelope.request !== decoded) return asBuffer(toBinary(ExecutionEnvelopeSchema, envelope));
-  const rest = toBinary(ExecutionEnvelopeSchema, { ...envelope, request: undefined });
+  if (envelope.request !== decoded) {
+    return asBuffer(envelopeEncoder?.encode(envelope) ?? toBinary(ExecutionEnvelopeSchema, envelope));
+  }
+  const rest = { ...envelope, request: undefined };
+  const requestField = ExecutionEnvelopeSchema.field.request.number;
+  const spliced = envelopeEncoder?.encodeWithField(rest, requestField, received);
+  if (spliced !== undefined) return asBuffer(spliced);
   const w = new BinaryWriter();
-  w.tag(ExecutionEnvelopeSchema.field.request.number, WireType.LengthDelimited).bytes(received);
-  return Buffer.concat([rest, w.finish()]);
+  w.tag(requestField, WireType.LengthDelimited).bytes(received);
+  return Buffer.concat([toBinary(ExecutionEnvelopeSchema, rest), w.finish()]);
 }
 
 /**

@@ -58,14 +58,14 @@ const admitPath = "/envelope.v1.AdmissionService/Admit";
 const servers: Server[] = [
   {
     name: "floor (empty unary, bare grpc-js)",
-    command: ["--import", "tsx", "bench/floor-server.ts", "grpc-js"],
+    command: ["--import", "tsx", "src/bench/floor-server.ts", "grpc-js"],
     cwd: root,
     path: "/envelope.v1.AdmissionService/GetCapabilities",
     body: emptyBody,
   },
   {
     name: "floor with Admit-sized payloads",
-    command: ["--import", "tsx", "bench/floor-server.ts", "grpc-js-payload"],
+    command: ["--import", "tsx", "src/bench/floor-server.ts", "grpc-js-payload"],
     cwd: root,
     path: "/envelope.v1.AdmissionService/GetCapabilities",
     body: admitBody,
@@ -81,7 +81,14 @@ const servers: Server[] = [
           body: admitBody,
         },
       ]),
-  { name: "Admit, this tree", command: serve(root), cwd: root, path: admitPath, body: admitBody },
+  // The decision path alone: this tree records nothing (trees from before the ledger had none).
+  {
+    name: "Admit, this tree",
+    command: [...serve(root), "--ledger", "none"],
+    cwd: root,
+    path: admitPath,
+    body: admitBody,
+  },
 ];
 
 function cpuSeconds(pid: number): number {

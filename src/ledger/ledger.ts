@@ -3,7 +3,7 @@
 // and Watch, and runs the deadline sweeper and retention compaction. Store-agnostic: the same code
 // runs on SQLite and PostgreSQL, and the lifecycle rules themselves live in src/core/lifecycle.ts.
 import { createHash } from "node:crypto";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
@@ -23,9 +23,12 @@ import {
   type RecordedUsage,
   RecordedUsageSchema,
 } from "../gen/envelope/v1/lifecycle_service_pb.js";
-import { RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
+import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import { type RuntimeResponse, RuntimeResponseSchema } from "../gen/envelope/v1/runtime_response_pb.js";
 import type { EnvelopeRow, EventRow, LedgerStore, ListFilter, NewEvent } from "./store.js";
+
+/** Until callers authenticate, every event is recorded as caused by this caller. */
+export const unauthenticatedCaller = "unauthenticated";
 
 /** What recording an admitted envelope came to. */
 export type RecordOutcome =
@@ -56,7 +59,11 @@ export interface LedgerOptions {
 export interface Ledger {
   readonly store: LedgerStore;
   /** Records an admitted envelope, unless the same request was recorded before (idempotency). */
-  record(envelope: ExecutionEnvelope, call: { readonly caller: string }): Promise<RecordOutcome>;
+  record(
+    envelope: ExecutionEnvelope,
+    call: { readonly caller?: string | undefined },
+    encoded?: Uint8Array | undefined,
+  ): Promise<RecordOutcome>;
   transition(request: TransitionRequest): Promise<TransitionResult>;
   get(envelopeId: string): Promise<EnvelopeRecord | undefined>;
   list(filter: ListFilter): Promise<ExecutionEnvelope[]>;
@@ -94,7 +101,8 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
   return {
     store,
 
-    async record(envelope, { caller }) {
+    async record(envelope, call, encoded) {
+      const caller = call.caller ?? unauthenticatedCaller;
       const request = envelope.request;
       const requestHash = idempotencyHash(envelope);
       const receivedAtMs = msOf(envelope.receivedAt) ?? now();
@@ -113,7 +121,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
               requestHash,
               receivedAtMs,
               deadlineMs: msOf(envelope.granted?.deadline) ?? 0,
-              envelope: toBinary(ExecutionEnvelopeSchema, envelope),
+              envelope: encoded ?? toBinary(ExecutionEnvelopeSchema, envelope),
               response: null,
               error: null,
               usage: null,
@@ -244,13 +252,35 @@ export function parseCursor(cursor: string): number {
 
 /**
  * What idempotency compares: the request without its requestId and occurredAtUtc, which a client
- * may draw afresh when it retries. Map entries count in the order sent.
+ * may draw afresh when it retries, in a canonical encoding: map entries and JSON object keys sorted,
+ * since clients need not send them in the same order twice (Go's maps iterate at random).
  */
 function idempotencyHash(envelope: ExecutionEnvelope): string {
   const request = envelope.request;
   if (request === undefined) return "";
-  const bytes = toBinary(RuntimeRequestSchema, { ...request, requestId: "", occurredAtUtc: undefined });
-  return createHash("sha256").update(bytes).digest("hex");
+  const canonical: RuntimeRequest = {
+    ...request,
+    requestId: "",
+    occurredAtUtc: undefined,
+    contextPolicy: sortedJson(request.contextPolicy),
+    modelRoute: sortedJson(request.modelRoute),
+    memoryPolicy: sortedJson(request.memoryPolicy),
+    task: request.task === undefined ? undefined : { ...request.task, input: sortedJson(request.task.input) },
+    budget:
+      request.budget === undefined
+        ? undefined
+        : { ...request.budget, resources: sortedJson(request.budget.resources) as Record<string, number> },
+  };
+  return createHash("sha256").update(toBinary(RuntimeRequestSchema, canonical)).digest("hex");
+}
+
+/** A JSON value with every object's keys in sorted order, recursively. */
+function sortedJson<T extends JsonValue | undefined>(value: T): T {
+  if (typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return value.map(sortedJson) as T;
+  const out: JsonObject = {};
+  for (const key of Object.keys(value).sort()) out[key] = sortedJson((value as JsonObject)[key] as JsonValue);
+  return out as T;
 }
 
 function decisionReason(envelope: ExecutionEnvelope): string {

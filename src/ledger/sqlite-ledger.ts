@@ -11,6 +11,7 @@ import type {
   EnvelopeRow,
   EventRow,
   ExpiryInput,
+  LedgerStore,
   ListFilter,
   NewEvent,
   TransitionInput,
@@ -21,6 +22,14 @@ const terminalStates = Object.values(LifecycleState)
   .filter((s): s is LifecycleState => typeof s === "number" && isTerminal(s))
   .join(", ");
 const expirable = expirableStates.join(", ");
+
+/** One operation of a batch: a LedgerStore method (other than close) and its arguments. */
+export interface BatchOperation {
+  readonly op: Exclude<keyof LedgerStore, "kind" | "close">;
+  readonly args: unknown[];
+}
+
+export type BatchResult = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 /** Versioned schema changes, applied in order on open; each runs once, in its own transaction. */
 const migrations: readonly { version: number; sql: string }[] = [
@@ -211,17 +220,47 @@ export class SqliteLedger {
     this.selectLatestSeq = db.prepare("SELECT coalesce(max(seq), 0) AS seq FROM events").pluck();
   }
 
-  /** Runs `work` in one transaction; each item in its own savepoint so that one failure stays its own. */
-  batch<T>(items: readonly (() => T)[]): ({ ok: true; value: T } | { ok: false; error: unknown })[] {
-    return this.db.transaction(() =>
-      items.map((item) => {
-        try {
-          return { ok: true as const, value: this.db.transaction(item)() };
-        } catch (error) {
-          return { ok: false as const, error };
+  /**
+   * Runs a batch of operations in one transaction (one commit for all: group commit), each in its
+   * own savepoint so that one failure stays its own. Consecutive admissions share one savepoint,
+   * since a savepoint per row costs as much as the row; if that shared one fails, they run again
+   * one by one, so only the failing one fails.
+   */
+  runBatch(ops: readonly BatchOperation[]): BatchResult[] {
+    return this.db.transaction(() => {
+      const results: BatchResult[] = [];
+      for (let i = 0; i < ops.length; ) {
+        let end = i;
+        while (end < ops.length && ops[end]?.op === "admit") end++;
+        if (end - i > 1) {
+          const group = ops.slice(i, end) as { op: "admit"; args: [AdmitEntry[]] }[];
+          const merged = this.attempt(() => this.admit(group.flatMap((g) => g.args[0])));
+          if (merged.ok) {
+            let at = 0;
+            for (const g of group) {
+              results.push({ ok: true, value: merged.value.slice(at, at + g.args[0].length) });
+              at += g.args[0].length;
+            }
+          } else {
+            for (const g of group) results.push(this.attempt(() => this.admit(g.args[0])));
+          }
+          i = end;
+          continue;
         }
-      }),
-    )();
+        const { op, args } = ops[i] as BatchOperation;
+        results.push(this.attempt(() => (this[op] as (...a: unknown[]) => unknown)(...args)));
+        i++;
+      }
+      return results;
+    })();
+  }
+
+  private attempt<T>(work: () => T): { ok: true; value: T } | { ok: false; error: unknown } {
+    try {
+      return { ok: true, value: this.db.transaction(work)() };
+    } catch (error) {
+      return { ok: false, error };
+    }
   }
 
   admit(entries: readonly AdmitEntry[]): AdmitOutcome[] {

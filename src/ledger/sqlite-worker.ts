@@ -2,8 +2,8 @@
 // of ledger operations; the batch runs in one transaction (one commit, one sync), each operation in
 // its own savepoint, and one message goes back with every result in order.
 import { parentPort, workerData } from "node:worker_threads";
-import { migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
-import type { Durability, LedgerStore } from "./store.js";
+import { type BatchOperation, migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
+import type { Durability } from "./store.js";
 
 export interface SqliteWorkerData {
   readonly path: string;
@@ -11,10 +11,10 @@ export interface SqliteWorkerData {
 }
 
 /** The store's operations, as the worker runs them (every method except close). */
-export type LedgerOperation = Exclude<keyof LedgerStore, "kind" | "close">;
+export type LedgerOperation = BatchOperation["op"];
 
 export type WorkerRequest =
-  | { readonly type: "batch"; readonly ops: readonly { op: LedgerOperation; args: unknown[] }[] }
+  | { readonly type: "batch"; readonly ops: readonly BatchOperation[] }
   | { readonly type: "close" };
 
 export type WorkerReply =
@@ -41,13 +41,7 @@ try {
     }
     try {
       const results = ledger
-        .batch(
-          request.ops.map(
-            ({ op, args }) =>
-              () =>
-                (ledger[op] as (...a: unknown[]) => unknown)(...args),
-          ),
-        )
+        .runBatch(request.ops)
         .map((r) => (r.ok ? r : { ok: false as const, message: String((r.error as Error)?.message ?? r.error) }));
       port.postMessage({ type: "batch", results } satisfies WorkerReply);
     } catch (error) {

@@ -3,7 +3,7 @@
 // answering. Transports own decoding, deadlines and cancellation signals, and the wire errors.
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type AdmissionConfig, type AdmissionResult, admit } from "../core/admit.js";
+import { type AdmissionConfig, admit } from "../core/admit.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import { createErrorEnvelope, errorCategories } from "../core/errors.js";
 import {
@@ -11,6 +11,7 @@ import {
   GetCapabilitiesResponseSchema,
 } from "../gen/envelope/v1/admission_service_pb.js";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
+import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import type { ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
 import { ledgerUnavailable, type RecordOutcome } from "../ledger/ledger.js";
@@ -29,6 +30,12 @@ export interface CallContext {
   readonly decodeWarnings: readonly Warning[];
   /** The authenticated caller, recorded with every event it causes; unset until authentication exists. */
   readonly caller?: string;
+  /**
+   * How this transport encodes an envelope for its answer, when it answers in the binary format:
+   * the service encodes an admitted envelope once, and the ledger stores the very bytes the caller
+   * gets (the gRPC port splices in the request bytes it received).
+   */
+  readonly encodeEnvelope?: (envelope: ExecutionEnvelope) => Uint8Array;
 }
 
 /**
@@ -37,17 +44,20 @@ export interface CallContext {
  * admitted before). A recorder that waits on anything but its own commit must honour `signal`.
  */
 export interface EnvelopeRecorder {
-  record(
-    envelope: ExecutionEnvelope,
-    call: { readonly signal: AbortSignal; readonly caller: string },
-  ): Promise<RecordOutcome>;
+  /** `encoded` is the envelope in the binary format, when the transport already has it. */
+  record(envelope: ExecutionEnvelope, call: CallContext, encoded: Uint8Array | undefined): Promise<RecordOutcome>;
 }
 
-/** Until callers authenticate, every event is recorded as caused by this caller. */
-export const unauthenticatedCaller = "unauthenticated";
+/**
+ * What Admit answers: the core's result, with the admitted envelope's binary encoding when the
+ * service already made it for the ledger (the transport then sends those bytes).
+ */
+export type AdmitAnswer =
+  | { readonly kind: "admitted"; readonly envelope: ExecutionEnvelope; readonly encoded: Uint8Array | undefined }
+  | { readonly kind: "rejected"; readonly error: ErrorEnvelope };
 
 export interface AdmissionService {
-  admit(request: RuntimeRequest, call: CallContext): Promise<AdmissionResult>;
+  admit(request: RuntimeRequest, call: CallContext): Promise<AdmitAnswer>;
   capabilities(): GetCapabilitiesResponse;
 }
 
@@ -77,7 +87,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
       // Only the deadline is checked up front; the signal is read where there is something to wait
       // for, so transports that make it lazily pay for it only then.
       if (call.deadlineMs !== undefined && call.deadlineMs <= nowMs) {
-        return stoppedBefore(call, nowMs, request.requestId, traceId, "admission started") as AdmissionResult;
+        return stoppedBefore(call, nowMs, request.requestId, traceId, "admission started") as AdmitAnswer;
       }
       const result = admit(request, config, {
         nowMs,
@@ -85,13 +95,12 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         traceId,
         decodeWarnings: call.decodeWarnings,
       });
-      if (result.kind !== "admitted" || recorder === undefined) return result;
+      if (result.kind !== "admitted") return result;
+      if (recorder === undefined) return { ...result, encoded: undefined };
+      const encoded = call.encodeEnvelope?.(result.envelope);
       let recorded: RecordOutcome;
       try {
-        recorded = await recorder.record(result.envelope, {
-          signal: call.signal,
-          caller: call.caller ?? unauthenticatedCaller,
-        });
+        recorded = await recorder.record(result.envelope, call, encoded);
       } catch (cause) {
         // A recorder stopped by the caller's cancellation or deadline is not a fault of ours.
         const stopped = stoppedBefore(call, now(), request.requestId, traceId, "the envelope was recorded");
@@ -101,9 +110,13 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         }
         throw cause;
       }
-      return recorded.kind === "conflict"
-        ? { kind: "rejected", error: recorded.error }
-        : { kind: "admitted", envelope: recorded.envelope };
+      if (recorded.kind === "conflict") return { kind: "rejected", error: recorded.error };
+      // An envelope admitted before is answered as stored now, in its current state.
+      return {
+        kind: "admitted",
+        envelope: recorded.envelope,
+        encoded: recorded.kind === "recorded" ? encoded : undefined,
+      };
     },
   };
 }
@@ -118,7 +131,7 @@ function stoppedBefore(
   requestId: string,
   traceId: string,
   stage: string,
-): AdmissionResult | undefined {
+): AdmitAnswer | undefined {
   const expired = call.deadlineMs !== undefined && call.deadlineMs <= nowMs;
   if (!expired && !call.signal.aborted) return undefined;
   const timedOut = expired || (call.signal.reason as Error | undefined)?.name === "TimeoutError";

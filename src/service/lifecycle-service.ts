@@ -40,9 +40,9 @@ import {
   type WatchEnvelopesResponse,
   WatchEnvelopesResponseSchema,
 } from "../gen/envelope/v1/lifecycle_service_pb.js";
-import { type Ledger, ledgerUnavailable, parseCursor } from "../ledger/ledger.js";
+import { type Ledger, ledgerUnavailable, parseCursor, unauthenticatedCaller } from "../ledger/ledger.js";
 import { LedgerUnavailableError, type ListFilter } from "../ledger/store.js";
-import { type CallContext, unauthenticatedCaller } from "./admission-service.js";
+import type { CallContext } from "./admission-service.js";
 
 /** A request the service turned down, with the error the caller gets. */
 export type Refusal = { readonly kind: "error"; readonly error: ErrorEnvelope };

@@ -70,9 +70,10 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
       return;
     }
     const request = decoded.message;
-    service.admit(request, callContext(call, decoded.warnings)).then(
+    const encode = (envelope: ExecutionEnvelope) => encodeEnvelope(envelope, request, call.request);
+    service.admit(request, { ...callContext(call, decoded.warnings), encodeEnvelope: encode }).then(
       (result) => {
-        if (result.kind === "admitted") callback(null, encodeEnvelope(result.envelope, request, call.request));
+        if (result.kind === "admitted") callback(null, asBuffer(result.encoded ?? encode(result.envelope)));
         else callback(toGrpcStatus(result.error));
       },
       (cause: unknown) => callback(toGrpcStatus(reportUnexpected(log, "Admit", cause, request.requestId))),

@@ -132,6 +132,14 @@ describe.each(["sqlite", "postgres"] as const)("ledger on %s", (store) => {
       // A retry may draw a new request id; the idempotency key still names the same operation.
       const retried = await admission().admit({ ...request, requestId: randomUUID() });
       expect(retried.envelopeId).toBe(first.envelopeId);
+      // ...and may send JSON objects' keys in another order (as Go's maps do): the same request.
+      const input = request.task?.input ?? {};
+      const reordered = Object.fromEntries(Object.entries(input).reverse());
+      expect(Object.keys(reordered)).not.toEqual(Object.keys(input));
+      const task = { ...(request.task as NonNullable<typeof request.task>), input: reordered };
+      expect((await admission().admit({ ...request, requestId: randomUUID(), task })).envelopeId).toBe(
+        first.envelopeId,
+      );
     });
 
     it("refuses an idempotency key reused for a different request", async () => {

@@ -28,7 +28,7 @@ same machine.
 
 Options of run:
   --out FILE        the disclosure; its report is FILE with .html ("-": the disclosure on
-                    standard output, no report) (default disclosures/<UTC date>-quick-admit.json)
+                    standard output, no report) (default disclosures/<UTC date>-standard.json)
   --seconds N       length of one closed-loop slice on one scenario (default ${d.seconds})
   --rounds N        slices per scenario, interleaved across scenarios; compare wants 5 or more
                     (default ${d.rounds})
@@ -87,7 +87,7 @@ async function benchRun(args: string[]): Promise<number> {
   }
   if (!Number.isInteger(inflight) || inflight < 1)
     return usageError("bench", "--inflight takes an integer from 1", usage);
-  const out = flags.values.out ?? `disclosures/${new Date().toISOString().slice(0, 10)}-quick-admit.json`;
+  const out = flags.values.out ?? `disclosures/${new Date().toISOString().slice(0, 10)}-standard.json`;
 
   const only = flags.values.only?.split(",").filter((name) => name !== "");
   const unknown = only?.filter((name) => !standardScenarioNames.includes(name)) ?? [];

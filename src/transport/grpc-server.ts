@@ -71,7 +71,7 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
     }
     const request = decoded.message;
     const encode = (envelope: ExecutionEnvelope) => encodeEnvelope(envelope, request, call.request);
-    service.admit(request, { ...callContext(call, decoded.warnings), encodeEnvelope: encode }).then(
+    service.admit(request, callContext(call, decoded.warnings, encode)).then(
       (result) => {
         if (result.kind === "admitted") callback(null, asBuffer(result.encoded ?? encode(result.envelope)));
         else callback(toGrpcStatus(result.error));
@@ -112,10 +112,12 @@ function encodeEnvelope(envelope: ExecutionEnvelope, decoded: RuntimeRequest, re
 /**
  * The call's context. Its signal is made on first use: most admissions finish without waiting on
  * anything, and an AbortController plus a listener per call is a measurable share of a call's cost.
+ * So never spread the context into another object: that reads, and so makes, the signal.
  */
 export function callContext(
   call: grpc.ServerUnaryCall<Buffer, unknown>,
   warnings: CallContext["decodeWarnings"],
+  encodeEnvelope?: CallContext["encodeEnvelope"],
 ): CallContext {
   const deadline = call.getDeadline();
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? deadline : undefined;
@@ -139,5 +141,6 @@ export function callContext(
     deadlineMs,
     traceparent: typeof traceparent === "string" ? traceparent : undefined,
     decodeWarnings: warnings,
+    ...(encodeEnvelope === undefined ? {} : { encodeEnvelope }),
   };
 }

@@ -5,6 +5,7 @@
 import pg from "pg";
 import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
+import { envelopeRow, eventRow, type RawEnvelope, type RawEvent } from "./columns.js";
 import { createGroupCommit } from "./group-commit.js";
 import {
   type AdmitEntry,
@@ -120,75 +121,6 @@ const envelopeColumns = `envelope_id, tenant_id, actor_subject, kind, state, req
   received_at_ms, deadline_ms, last_event_ms, event_count, envelope, response, error, usage`;
 const eventColumns = `seq, envelope_id, envelope_sequence, tenant_id, kind, from_state, to_state, at_ms, caller, reason,
   usage, error`;
-
-/** As pg returns them: BIGINT as a string (it may exceed 2^53), BYTEA as a Buffer. */
-interface RawEnvelope {
-  envelope_id: string;
-  tenant_id: string;
-  actor_subject: string;
-  kind: number;
-  state: number;
-  request_id: string;
-  idempotency_key: string | null;
-  request_hash: string;
-  received_at_ms: string;
-  deadline_ms: string;
-  last_event_ms: string;
-  event_count: number;
-  envelope: Uint8Array;
-  response: Uint8Array | null;
-  error: Uint8Array | null;
-  usage: Uint8Array | null;
-}
-
-interface RawEvent {
-  seq: string;
-  envelope_id: string;
-  envelope_sequence: number;
-  tenant_id: string;
-  kind: number;
-  from_state: number;
-  to_state: number;
-  at_ms: string;
-  caller: string;
-  reason: string;
-  usage: Uint8Array | null;
-  error: Uint8Array | null;
-}
-
-const envelopeRow = (r: RawEnvelope): EnvelopeRow => ({
-  envelopeId: r.envelope_id,
-  tenantId: r.tenant_id,
-  actorSubject: r.actor_subject,
-  kind: r.kind,
-  state: r.state,
-  requestId: r.request_id,
-  idempotencyKey: r.idempotency_key ?? "",
-  requestHash: r.request_hash,
-  receivedAtMs: Number(r.received_at_ms),
-  deadlineMs: Number(r.deadline_ms),
-  lastEventMs: Number(r.last_event_ms),
-  eventCount: r.event_count,
-  envelope: r.envelope,
-  response: r.response,
-  error: r.error,
-  usage: r.usage,
-});
-
-const eventRow = (r: RawEvent): EventRow => ({
-  seq: Number(r.seq),
-  envelopeId: r.envelope_id,
-  envelopeSequence: r.envelope_sequence,
-  tenantId: r.tenant_id,
-  kind: r.kind,
-  fromState: r.from_state,
-  toState: r.to_state,
-  atMs: Number(r.at_ms),
-  caller: r.caller,
-  reason: r.reason,
-  usage: r.usage,
-  error: r.error,
-});
 
 // Multi-row statements take one array per column and unnest them, so that the statement text (and
 // its prepared plan) is the same for any number of rows. WITH ORDINALITY ... ORDER BY keeps the rows

@@ -4,6 +4,7 @@
 import Database from "better-sqlite3";
 import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
+import { envelopeRow, eventRow, type RawEnvelope, type RawEvent } from "./columns.js";
 import type {
   AdmitEntry,
   AdmitOutcome,
@@ -80,74 +81,6 @@ const migrations: readonly { version: number; sql: string }[] = [
 ];
 
 export const sqliteSchemaVersion = migrations.at(-1)?.version ?? 0;
-
-interface RawEnvelope {
-  envelope_id: string;
-  tenant_id: string;
-  actor_subject: string;
-  kind: number;
-  state: number;
-  request_id: string;
-  idempotency_key: string | null;
-  request_hash: string;
-  received_at_ms: number;
-  deadline_ms: number;
-  last_event_ms: number;
-  event_count: number;
-  envelope: Uint8Array;
-  response: Uint8Array | null;
-  error: Uint8Array | null;
-  usage: Uint8Array | null;
-}
-
-interface RawEvent {
-  seq: number;
-  envelope_id: string;
-  envelope_sequence: number;
-  tenant_id: string;
-  kind: number;
-  from_state: number;
-  to_state: number;
-  at_ms: number;
-  caller: string;
-  reason: string;
-  usage: Uint8Array | null;
-  error: Uint8Array | null;
-}
-
-const envelopeRow = (r: RawEnvelope): EnvelopeRow => ({
-  envelopeId: r.envelope_id,
-  tenantId: r.tenant_id,
-  actorSubject: r.actor_subject,
-  kind: r.kind,
-  state: r.state,
-  requestId: r.request_id,
-  idempotencyKey: r.idempotency_key ?? "",
-  requestHash: r.request_hash,
-  receivedAtMs: r.received_at_ms,
-  deadlineMs: r.deadline_ms,
-  lastEventMs: r.last_event_ms,
-  eventCount: r.event_count,
-  envelope: r.envelope,
-  response: r.response,
-  error: r.error,
-  usage: r.usage,
-});
-
-const eventRow = (r: RawEvent): EventRow => ({
-  seq: r.seq,
-  envelopeId: r.envelope_id,
-  envelopeSequence: r.envelope_sequence,
-  tenantId: r.tenant_id,
-  kind: r.kind,
-  fromState: r.from_state,
-  toState: r.to_state,
-  atMs: r.at_ms,
-  caller: r.caller,
-  reason: r.reason,
-  usage: r.usage,
-  error: r.error,
-});
 
 /** Applies pending migrations; returns the versions applied. */
 export function migrateSqlite(db: Database.Database): number[] {
@@ -317,13 +250,14 @@ export class SqliteLedger {
   }
 
   transition(input: TransitionInput): TransitionOutcome {
-    const raw = this.selectEnvelope.get(input.envelopeId) as RawEnvelope | undefined;
-    if (raw === undefined) return { kind: "not-found" };
+    const found = this.selectEnvelope.get(input.envelopeId) as RawEnvelope | undefined;
+    if (found === undefined) return { kind: "not-found" };
+    const raw = envelopeRow(found);
     const check = checkTransition(raw.state, input.event.toState);
     if (!check.ok) return { kind: "not-allowed", current: raw.state, message: check.message };
-    const atMs = eventTimeMs(input.event.atMs, raw.last_event_ms);
-    const sequence = raw.event_count + 1;
-    const seq = this.appendEvent(raw.envelope_id, sequence, raw.tenant_id, raw.kind, raw.state, atMs, input.event);
+    const atMs = eventTimeMs(input.event.atMs, raw.lastEventMs);
+    const sequence = raw.eventCount + 1;
+    const seq = this.appendEvent(raw.envelopeId, sequence, raw.tenantId, raw.kind, raw.state, atMs, input.event);
     this.updateEnvelope.run(
       input.event.toState,
       atMs,
@@ -331,16 +265,16 @@ export class SqliteLedger {
       input.response ?? null,
       input.error ?? null,
       input.usage ?? null,
-      raw.envelope_id,
+      raw.envelopeId,
     );
     return {
       kind: "done",
-      row: envelopeRow(this.selectEnvelope.get(raw.envelope_id) as RawEnvelope),
+      row: envelopeRow(this.selectEnvelope.get(raw.envelopeId) as RawEnvelope),
       event: {
         seq,
-        envelopeId: raw.envelope_id,
+        envelopeId: raw.envelopeId,
         envelopeSequence: sequence,
-        tenantId: raw.tenant_id,
+        tenantId: raw.tenantId,
         kind: raw.kind,
         fromState: raw.state,
         toState: input.event.toState,

@@ -256,10 +256,13 @@ async function runPhases(
     };
   };
 
+  // Warm-up is measured too, and reported apart ("name@warmup"): JIT compilation, connection set-up
+  // and the ledger's first pages show there and stay out of the rounds.
+  const warmups = new Map<string, Slice>();
   if (warmupSeconds > 0) {
     for (const r of running) {
       progress.step(`${r.scenario.name} warm-up`, 1, 1, warmupSeconds);
-      await r.driver.closedLoop(inflight, warmupSeconds * 1000);
+      warmups.set(r.scenario.name, await measureSlice(r, (d) => d.closedLoop(inflight, warmupSeconds * 1000)));
     }
   }
   const closedSlices = new Map<string, Slice[]>(running.map((r) => [r.scenario.name, []]));
@@ -289,6 +292,17 @@ async function runPhases(
     results.push(result);
     return result;
   };
+
+  for (const r of running) {
+    const warmup = warmups.get(r.scenario.name);
+    if (warmup === undefined) continue;
+    summarize(`${r.scenario.name}@warmup`, [warmup], {
+      transport: r.scenario.transport,
+      loadModel: "closed",
+      concurrency: inflight,
+      description: `${r.scenario.name}: the warm-up before the rounds, reported apart`,
+    });
+  }
 
   const closed = new Map<string, ScenarioResult>();
   for (const r of running) {

@@ -186,7 +186,7 @@ describe("bench run", () => {
       "--rounds",
       "1",
       "--warmup",
-      "0",
+      "0.2",
       "--inflight",
       "4",
       "--only",
@@ -201,6 +201,9 @@ describe("bench run", () => {
     const disclosure = JSON.parse(readFileSync(out, "utf8"));
     const summaries = disclosure.results.filter((r: { repetition?: number }) => r.repetition === undefined);
     expect(summaries.map((r: { scenario: string }) => r.scenario)).toEqual([
+      "floor-grpc-js@warmup",
+      "admit-grpc-port@warmup",
+      "admit-connect-proto-http1@warmup",
       "floor-grpc-js",
       "admit-grpc-port",
       "admit-connect-proto-http1",

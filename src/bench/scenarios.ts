@@ -225,6 +225,16 @@ export function standardScenarios(pool: RequestPool, inflight: number, dataRoot:
       driver: http(admit, json, pool.admitJson),
     },
     {
+      name: "capabilities-connect-json-http1",
+      description:
+        "GetCapabilities as Connect JSON over HTTP/1.1 on Envelope's HTTP port: the service's own cheapest Connect call (the health check's counterpart)",
+      transport: "connect-json-http1",
+      server: envelope("capabilities-connect-json-http1"),
+      ready: envelopeHttp,
+      needs: autocannon,
+      driver: http(capabilities, json, emptyJson),
+    },
+    {
       name: "floor-connect-proto-http1",
       description:
         "empty Connect unary with a binary (application/proto) body over HTTP/1.1 on a bare connect-node server",

@@ -13,6 +13,8 @@ it("hands out distinct requests, the same in binary and in JSON, with a live dea
     fromJson(RuntimeRequestSchema, JSON.parse(pool.admitJson().toString()) as JsonObject),
   );
   expect(new Set(binary.map((r) => r.requestId)).size).toBe(3);
+  // Each its own operation for the ledger, which answers a repeated idempotency key with the first.
+  expect(new Set(binary.map((r) => r.task?.idempotencyKey)).size).toBe(3);
   expect(json.map((r) => r.requestId).sort()).toEqual(binary.map((r) => r.requestId).sort());
   for (const r of binary) expect(Number(r.deadlineUtc?.seconds) * 1000).toBeGreaterThan(Date.now() + 60_000);
 });

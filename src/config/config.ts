@@ -158,10 +158,14 @@ const nonEmpty =
 const boolean: Parser = (v) =>
   v === true || v === "true" ? ok(true) : v === false || v === "false" ? ok(false) : bad("true or false");
 
-const httpUrl: Parser = (v) =>
-  typeof v === "string" && /^https?:\/\/[^\s/]+/.test(v) && URL.canParse(v)
+/** A JWKS URL: https, since the keys it serves decide who is admitted; plain http on loopback only. */
+const jwksUrl: Parser = (v) => {
+  const url = typeof v === "string" && URL.canParse(v) ? new URL(v) : undefined;
+  const host = url?.hostname.replace(/^\[(.*)\]$/, "$1") ?? "";
+  return url !== undefined && (url.protocol === "https:" || (url.protocol === "http:" && isLoopback(host)))
     ? ok(v)
-    : bad('a URL such as "https://idp.example.com/.well-known/jwks.json"');
+    : bad('an https URL such as "https://idp.example.com/.well-known/jwks.json" (http on loopback only)');
+};
 
 const postgresUrl: Parser = (v) =>
   typeof v === "string" && /^postgres(ql)?:\/\//.test(v)
@@ -222,7 +226,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   "http.tls": { parse: boolean, target: ["http", "tls"] },
   "tokens.file": { parse: nonEmpty("a file path"), target: ["tokens", "file"] },
   "jwt.jwksFile": { parse: nonEmpty("a file path"), target: ["jwt", "jwksFile"] },
-  "jwt.jwksUrl": { parse: httpUrl, target: ["jwt", "jwksUrl"] },
+  "jwt.jwksUrl": { parse: jwksUrl, target: ["jwt", "jwksUrl"] },
   "jwt.issuer": { parse: nonEmpty('the issuer ("iss") the tokens must carry'), target: ["jwt", "issuer"] },
   "jwt.audience": { parse: nonEmpty('the audience ("aud") the tokens must carry'), target: ["jwt", "audience"] },
   "jwt.clockSkew": { parse: drainMs, target: ["jwt", "clockSkewMs"] },

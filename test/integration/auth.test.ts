@@ -7,7 +7,7 @@ import { get as httpsGet } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, createClient, type Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, defaultConfig, type EnvelopeConfig } from "../../src/config/config.js";
 import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
@@ -37,7 +37,7 @@ const certificates = () => {
   return pki;
 };
 
-type Port = "gRPC (grpc-js port)" | "Connect JSON (HTTP port, HTTP/1.1)";
+type Port = "gRPC (grpc-js port)" | "Connect JSON (HTTP port, HTTP/1.1)" | "gRPC-Web (HTTP port, HTTP/1.1)";
 const ports: readonly Port[] = ["gRPC (grpc-js port)", "Connect JSON (HTTP port, HTTP/1.1)"];
 
 /** Admission and lifecycle clients on one port, with TLS options when the port serves TLS. */
@@ -46,7 +46,9 @@ function clients(t: TestServer, port: Port, tls?: { ca: Buffer; client?: Pem }) 
   const transport: Transport =
     port === "gRPC (grpc-js port)"
       ? createGrpcTransport({ baseUrl: t.grpcUrl, ...nodeOptions })
-      : createConnectTransport({ baseUrl: t.httpUrl, httpVersion: "1.1", ...nodeOptions });
+      : port === "gRPC-Web (HTTP port, HTTP/1.1)"
+        ? createGrpcWebTransport({ baseUrl: t.httpUrl, httpVersion: "1.1", ...nodeOptions })
+        : createConnectTransport({ baseUrl: t.httpUrl, httpVersion: "1.1", ...nodeOptions });
   return { admission: createClient(AdmissionService, transport), lifecycle: createClient(LifecycleService, transport) };
 }
 
@@ -78,7 +80,8 @@ describe("static tokens", () => {
   });
   afterAll(() => t.close());
 
-  describe.each(ports)("on the %s", (port) => {
+  // gRPC-Web too: its framing gets its own placeholder body when a call is refused.
+  describe.each([...ports, "gRPC-Web (HTTP port, HTTP/1.1)" as const])("on the %s", (port) => {
     it("admits a caller with a valid token and records token:NAME on every event it causes", async () => {
       const c = clients(t, port);
       expect(await recordedCallers(c, bearer(tokens.ci as string))).toEqual(["token:ci", "token:ci"]);

@@ -451,7 +451,8 @@ describe("loadConfig: caller authentication", () => {
   it.each([
     [{ "grpc.auth": "basic" }, "grpc.auth", "one of none, token, jwt, mtls"],
     [{ "http.tls": "yes" }, "http.tls", "true or false"],
-    [{ "jwt.jwksUrl": "ftp://idp/jwks" }, "jwt.jwksUrl", "a URL"],
+    [{ "jwt.jwksUrl": "ftp://idp/jwks" }, "jwt.jwksUrl", "an https URL"],
+    [{ "jwt.jwksUrl": "http://idp.example.com/jwks" }, "jwt.jwksUrl", "http on loopback only"],
     [{ "jwt.clockSkew": "a while" }, "jwt.clockSkew", "duration"],
   ])("a bad value is named: %j", (overrides, key, expected) => {
     const e = configError({ overrides });
@@ -486,6 +487,12 @@ describe("loadConfig: caller authentication", () => {
       "tls.certFile: required to serve TLS (grpc.tls)",
       "tls.keyFile: required to serve TLS (grpc.tls)",
     ]);
+  });
+
+  it("takes a JWKS over plain http from loopback only", () => {
+    for (const url of ["http://127.0.0.1:8000/jwks.json", "http://[::1]:8000/jwks.json", "http://localhost/jwks"]) {
+      expect(loadConfig({ overrides: { "jwt.jwksUrl": url } }).jwt.jwksUrl).toBe(url);
+    }
   });
 
   it("does not ask for the files of modes no listener uses", () => {

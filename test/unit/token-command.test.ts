@@ -28,6 +28,11 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 describe("envelope token", () => {
+  it("has a usage for --help that says the file holds hashes, never tokens", () => {
+    expect(runToken.usage).toContain("Usage: envelope token create NAME [--file FILE]");
+    expect(runToken.usage).toContain("never the token");
+  });
+
   it("create --file appends the line to the tokens file (mode 0600), never the token", async () => {
     const file = join(dir, "tokens.yaml");
     const first = await run(["create", "ci", "--file", file]);

@@ -1,9 +1,12 @@
 // Composition root: builds the admission service from configuration and serves it on the gRPC port
 // (grpc-js) and the HTTP port (Connect, gRPC-Web, gRPC, health routes). Nothing else wires things.
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
-import type { EnvelopeConfig } from "./config/config.js";
+import { type Authenticator, createAuthenticator } from "./auth/authenticator.js";
+import type { AuthMode, EnvelopeConfig, ListenerConfig } from "./config/config.js";
 import { ConfigError, isLoopback } from "./config/config.js";
 import type { AdmissionConfig } from "./core/admit.js";
 import { AdmissionService } from "./gen/envelope/v1/admission_service_pb.js";
@@ -17,11 +20,12 @@ import { contractFiles } from "./schema.js";
 import { createAdmissionService, type EnvelopeRecorder } from "./service/admission-service.js";
 import { createLifecycleService } from "./service/lifecycle-service.js";
 import type { Logger } from "./telemetry/log.js";
+import { grpcAuthentication } from "./transport/authentication.js";
 import { createConnectHandlers } from "./transport/connect-routes.js";
 import { addLifecycleService } from "./transport/grpc-lifecycle.js";
 import { addReflection } from "./transport/grpc-reflection.js";
 import { addAdmissionService, transportMaxBytes } from "./transport/grpc-server.js";
-import { createHttpHandler, formatHost, listenHttp } from "./transport/http-server.js";
+import { createHttpHandler, formatHost, type HttpTls, listenHttp } from "./transport/http-server.js";
 
 export interface RunningServer {
   /** "host:port" of the gRPC listener. */
@@ -54,8 +58,12 @@ export const features = Object.freeze([
 ]);
 
 export async function startServer(config: EnvelopeConfig, options: StartOptions): Promise<RunningServer> {
-  refuseUnauthenticatedExposure(config);
   const { log } = options;
+  refuseUnauthenticatedExposure(config, log);
+  // Files (tokens, JWKS, certificates) are read now: a bad one stops start-up, before the ledger opens.
+  const auth = listenerAuthenticators(config, options);
+  const grpcTls = listenerTls(config, config.grpc);
+  const httpTls = listenerTls(config, config.http);
   const admission = admissionConfig(config);
   const opened = await openLedgerStore(config.ledger);
   const ledger =
@@ -75,6 +83,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": transportMaxBytes(maxMessageBytes),
+    ...(auth.grpc === undefined ? {} : { interceptors: [grpcAuthentication(auth.grpc, log)] }),
   });
   addAdmissionService(grpcServer, { service, maxMessageBytes, log });
   if (lifecycle !== undefined) addLifecycleService(grpcServer, { service: lifecycle, maxMessageBytes, log });
@@ -88,7 +97,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
 
   const g = config.grpc.listen;
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    grpcServer.bindAsync(`${formatHost(g.host)}:${g.port}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+    grpcServer.bindAsync(`${formatHost(g.host)}:${g.port}`, grpcCredentials(grpcTls), (err, port) =>
       err ? reject(err) : resolve(port),
     );
   });
@@ -99,14 +108,16 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     ...(lifecycle === undefined ? {} : { lifecycle }),
     maxMessageBytes,
     log,
+    authenticator: auth.http,
   });
   let http: Awaited<ReturnType<typeof listenHttp>>;
   try {
     http = await listenHttp(
-      createHttpHandler({ handlers, ready: () => serving, log }),
+      createHttpHandler({ handlers, ready: () => serving, log, withConnection: auth.http !== undefined }),
       config.http.listen.host,
       config.http.listen.port,
       log,
+      httpTls,
     );
   } catch (e) {
     grpcServer.forceShutdown();
@@ -121,6 +132,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     http: http.address,
     contractVersion: service.capabilities().contractVersion,
     limitsVersion: admission.limitsVersion,
+    auth: { grpc: listenerSecurity(config.grpc), http: listenerSecurity(config.http) },
     ledger:
       opened === undefined ? "none" : { store: opened.store.kind, at: opened.location, migrated: opened.migrated },
   });
@@ -179,20 +191,102 @@ export function admissionConfig(config: EnvelopeConfig): AdmissionConfig {
 }
 
 /**
- * Caller authentication does not exist yet, so neither port may listen beyond loopback: an
- * unauthenticated admission port on a network would let anyone be admitted.
+ * An admission port without caller authentication lets anyone who reaches it be admitted, so it may
+ * only listen on loopback, for development, and says so at start.
  */
-function refuseUnauthenticatedExposure(config: EnvelopeConfig): void {
+function refuseUnauthenticatedExposure(config: EnvelopeConfig, log: Logger): void {
   const problems: string[] = [];
-  for (const [key, address] of [
-    ["grpc.listen", config.grpc.listen],
-    ["http.listen", config.http.listen],
-  ] as const) {
-    if (!isLoopback(address.host)) {
-      problems.push(
-        `${key}: refusing to listen on ${address.host}, which is not a loopback address, without caller authentication (not available in this release); use 127.0.0.1 or ::1`,
+  const open: string[] = [];
+  for (const name of ["grpc", "http"] as const) {
+    const { listen, auth } = config[name];
+    if (auth !== "none") continue;
+    if (isLoopback(listen.host)) {
+      open.push(`${name}.listen ${formatHost(listen.host)}:${listen.port}`);
+      continue;
+    }
+    problems.push(
+      `${name}.listen: refusing to listen on ${listen.host}, which is not a loopback address, without caller authentication; set ${name}.auth to token, jwt or mtls, or use 127.0.0.1 or ::1`,
+    );
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (open.length > 0) {
+    log.warn("server.unauthenticated", {
+      message: `unauthenticated development mode: ${open.join(" and ")} accept calls from any local process without credentials`,
+      listeners: open,
+    });
+  }
+}
+
+/** One authenticator per listener that authenticates; listeners with the same mode share it. */
+function listenerAuthenticators(
+  config: EnvelopeConfig,
+  options: StartOptions,
+): { grpc: Authenticator | undefined; http: Authenticator | undefined } {
+  const byMode = new Map<AuthMode, Authenticator | undefined>();
+  const of = (mode: AuthMode) => {
+    if (!byMode.has(mode)) {
+      byMode.set(
+        mode,
+        createAuthenticator(mode, config, { log: options.log, ...(options.now ? { now: options.now } : {}) }),
       );
+    }
+    return byMode.get(mode);
+  };
+  return { grpc: of(config.grpc.auth), http: of(config.http.auth) };
+}
+
+/** The listener's TLS files, read and checked, when it serves TLS (tls: true, or auth mtls). */
+function listenerTls(config: EnvelopeConfig, listener: ListenerConfig): HttpTls | undefined {
+  if (!listener.tls && listener.auth !== "mtls") return undefined;
+  const problems: string[] = [];
+  const read = (key: "certFile" | "keyFile" | "clientCaFile") => {
+    try {
+      return readFileSync(config.tls[key]);
+    } catch (e) {
+      problems.push(`tls.${key}: cannot read ${config.tls[key]} (${(e as NodeJS.ErrnoException).code ?? e})`);
+      return Buffer.alloc(0);
+    }
+  };
+  const files = {
+    cert: read("certFile"),
+    key: read("keyFile"),
+    clientCa: listener.auth === "mtls" ? read("clientCaFile") : undefined,
+  };
+  if (problems.length === 0) {
+    try {
+      createSecureContext({ cert: files.cert, key: files.key, ...(files.clientCa ? { ca: files.clientCa } : {}) });
+    } catch (e) {
+      problems.push(`tls: the certificate, key or client CA is not usable (${(e as Error).message})`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
+  return files;
+}
+
+/**
+ * The gRPC port's credentials. With a client CA (auth mtls) the handshake asks for a client
+ * certificate but does not require one, as on the HTTP port: the authentication interceptor refuses
+ * a call without a verified certificate with a structured error, and health stays open. grpc-js
+ * offers that only through its certificate-provider credentials (in `experimental`).
+ */
+function grpcCredentials(tls: HttpTls | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  const identity = { certificate: tls.cert, privateKey: tls.key };
+  if (tls.clientCa === undefined)
+    return grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }]);
+  const ca = { caCertificate: tls.clientCa };
+  // Listeners are called after they are added, as grpc-js's own file-watching provider does: the
+  // credentials register the server's watcher only after adding their listeners.
+  const fixed: grpc.experimental.CertificateProvider = {
+    addCaCertificateListener: (listener) => queueMicrotask(() => listener(ca)),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (listener) => queueMicrotask(() => listener(identity)),
+    removeIdentityCertificateListener: () => {},
+  };
+  return grpc.experimental.createCertificateProviderServerCredentials(fixed, fixed, false);
+}
+
+/** How a listener authenticates, for the start-up log line. */
+function listenerSecurity(listener: ListenerConfig): string {
+  return listener.tls && listener.auth !== "mtls" ? `${listener.auth}+tls` : listener.auth;
 }

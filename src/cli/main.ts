@@ -4,6 +4,7 @@ import type { Command } from "./command.js";
 import { runDisclosure } from "./disclosure.js";
 import { runExport, runMigrate } from "./ledger.js";
 import { runServe } from "./serve.js";
+import { runToken } from "./token.js";
 import { runValidate } from "./validate.js";
 
 const commands: Record<string, Command> = {
@@ -13,6 +14,7 @@ const commands: Record<string, Command> = {
   export: runExport,
   disclosure: runDisclosure,
   bench: runBench,
+  token: runToken,
 };
 
 const usage = `envelope: admission control plane for AI backends

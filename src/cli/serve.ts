@@ -25,7 +25,9 @@ Configuration is applied in this order: embedded defaults, the file, environment
 flags. Keys and their environment variables:
 ${configKeys.map((k) => `  ${k.padEnd(34)} ${envName(k)}`).join("\n")}
 
-Only loopback addresses are accepted: caller authentication is not available in this release.
+Caller authentication is per listener (grpc.auth, http.auth): token, jwt or mtls. A listener
+without it (auth none, the default) may only listen on loopback, for development, and the server
+warns at start; a non-loopback address without authentication refuses to start.
 On SIGTERM or SIGINT the server reports NOT_SERVING, waits shutdown.drain, then stops.
 `;
 

@@ -13,9 +13,23 @@ export interface ListenAddress {
   readonly port: number;
 }
 
+/** How a listener authenticates its callers; "none" is for loopback development only. */
+export type AuthMode = "none" | "token" | "jwt" | "mtls";
+
+export interface ListenerConfig {
+  readonly listen: ListenAddress;
+  readonly auth: AuthMode;
+  /** Serve TLS with tls.certFile and tls.keyFile; always on with auth mtls. */
+  readonly tls: boolean;
+}
+
 export interface EnvelopeConfig {
-  readonly grpc: { readonly listen: ListenAddress };
-  readonly http: { readonly listen: ListenAddress };
+  readonly grpc: ListenerConfig;
+  readonly http: ListenerConfig;
+  /** Static API tokens (auth token): a file of "name: sha256:HEX" lines, never the tokens themselves. */
+  readonly tokens: { readonly file: string };
+  readonly jwt: JwtConfig;
+  readonly tls: TlsConfig;
   readonly limits: AdmissionLimits;
   readonly executionKinds: { readonly rules: readonly KindRule[]; readonly fallback: ExecutionKind };
   readonly trace: { readonly defaultContentMode: string };
@@ -23,6 +37,26 @@ export interface EnvelopeConfig {
   /** How long the server reports NOT_SERVING before it stops accepting calls, on SIGTERM. */
   readonly shutdown: { readonly drainMs: number };
   readonly ledger: LedgerConfig;
+}
+
+/** Bearer JWTs (auth jwt), verified locally against a JWKS. */
+export interface JwtConfig {
+  /** A JWKS document on disk, read at start; or jwksUrl, fetched and cached. Exactly one is set. */
+  readonly jwksFile: string;
+  readonly jwksUrl: string;
+  /** Required "iss" and "aud" values. */
+  readonly issuer: string;
+  readonly audience: string;
+  /** Tolerance on "exp" and "nbf", for clocks that disagree. */
+  readonly clockSkewMs: number;
+}
+
+/** PEM files of the listeners that serve TLS (grpc.tls, http.tls, or auth mtls). */
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** The CA that signs client certificates (auth mtls). */
+  readonly clientCaFile: string;
 }
 
 export interface LedgerConfig {
@@ -42,8 +76,11 @@ export interface LedgerConfig {
 }
 
 export const defaultConfig: EnvelopeConfig = Object.freeze({
-  grpc: { listen: { host: "127.0.0.1", port: 50051 } },
-  http: { listen: { host: "127.0.0.1", port: 8080 } },
+  grpc: { listen: { host: "127.0.0.1", port: 50051 }, auth: "none", tls: false } as ListenerConfig,
+  http: { listen: { host: "127.0.0.1", port: 8080 }, auth: "none", tls: false } as ListenerConfig,
+  tokens: { file: "" },
+  jwt: { jwksFile: "", jwksUrl: "", issuer: "", audience: "", clockSkewMs: 30_000 },
+  tls: { certFile: "", keyFile: "", clientCaFile: "" },
   limits: defaultLimits,
   executionKinds: { rules: defaultKindRules, fallback: defaultFallbackKind },
   trace: { defaultContentMode: "references-only" },
@@ -118,6 +155,18 @@ const nonEmpty =
   (v) =>
     typeof v === "string" && v.trim() !== "" ? ok(v) : bad(what);
 
+const boolean: Parser = (v) =>
+  v === true || v === "true" ? ok(true) : v === false || v === "false" ? ok(false) : bad("true or false");
+
+/** A JWKS URL: https, since the keys it serves decide who is admitted; plain http on loopback only. */
+const jwksUrl: Parser = (v) => {
+  const url = typeof v === "string" && URL.canParse(v) ? new URL(v) : undefined;
+  const host = url?.hostname.replace(/^\[(.*)\]$/, "$1") ?? "";
+  return url !== undefined && (url.protocol === "https:" || (url.protocol === "http:" && isLoopback(host)))
+    ? ok(v)
+    : bad('an https URL such as "https://idp.example.com/.well-known/jwks.json" (http on loopback only)');
+};
+
 const postgresUrl: Parser = (v) =>
   typeof v === "string" && /^postgres(ql)?:\/\//.test(v)
     ? ok(v)
@@ -170,7 +219,20 @@ const kindRules: Parser = (v) => {
 /** Every configuration key, by its dotted path in the YAML file. */
 const leaves: Readonly<Record<string, Leaf>> = {
   "grpc.listen": { parse: listen, target: ["grpc", "listen"] },
+  "grpc.auth": { parse: oneOf("none", "token", "jwt", "mtls"), target: ["grpc", "auth"] },
+  "grpc.tls": { parse: boolean, target: ["grpc", "tls"] },
   "http.listen": { parse: listen, target: ["http", "listen"] },
+  "http.auth": { parse: oneOf("none", "token", "jwt", "mtls"), target: ["http", "auth"] },
+  "http.tls": { parse: boolean, target: ["http", "tls"] },
+  "tokens.file": { parse: nonEmpty("a file path"), target: ["tokens", "file"] },
+  "jwt.jwksFile": { parse: nonEmpty("a file path"), target: ["jwt", "jwksFile"] },
+  "jwt.jwksUrl": { parse: jwksUrl, target: ["jwt", "jwksUrl"] },
+  "jwt.issuer": { parse: nonEmpty('the issuer ("iss") the tokens must carry'), target: ["jwt", "issuer"] },
+  "jwt.audience": { parse: nonEmpty('the audience ("aud") the tokens must carry'), target: ["jwt", "audience"] },
+  "jwt.clockSkew": { parse: drainMs, target: ["jwt", "clockSkewMs"] },
+  "tls.certFile": { parse: nonEmpty("a PEM file path"), target: ["tls", "certFile"] },
+  "tls.keyFile": { parse: nonEmpty("a PEM file path"), target: ["tls", "keyFile"] },
+  "tls.clientCaFile": { parse: nonEmpty("a PEM file path"), target: ["tls", "clientCaFile"] },
   "limits.maxDeadline": { parse: durationMs, target: ["limits", "maxDeadlineMs"] },
   "limits.maxClockSkew": { parse: durationMs, target: ["limits", "maxClockSkewMs"] },
   "limits.maxMessageBytes": { parse: integer(1024, 64 * 1024 * 1024), target: ["limits", "maxMessageBytes"] },
@@ -259,8 +321,41 @@ export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
   if (result.limits.maxTaskInputBytes > result.limits.maxMessageBytes) {
     problems.push("limits.maxTaskInputBytes: must not exceed limits.maxMessageBytes");
   }
+  problems.push(...authProblems(result));
   if (problems.length > 0) throw new ConfigError(problems);
   return result;
+}
+
+/** What each listener's authentication needs from the other sections. */
+function authProblems(config: EnvelopeConfig): string[] {
+  const problems: string[] = [];
+  const listeners = (["grpc", "http"] as const).map((name) => ({ name, ...config[name] }));
+  const using = (mode: AuthMode) =>
+    listeners
+      .filter((l) => l.auth === mode)
+      .map((l) => `${l.name}.auth`)
+      .join(" and ");
+  if (using("token") !== "" && config.tokens.file === "") {
+    problems.push(`tokens.file: required when ${using("token")} is token`);
+  }
+  if (using("jwt") !== "") {
+    const { jwksFile, jwksUrl, issuer, audience } = config.jwt;
+    if ((jwksFile === "") === (jwksUrl === "")) {
+      problems.push(`jwt.jwksFile or jwt.jwksUrl: exactly one is required when ${using("jwt")} is jwt`);
+    }
+    if (issuer === "") problems.push(`jwt.issuer: required when ${using("jwt")} is jwt`);
+    if (audience === "") problems.push(`jwt.audience: required when ${using("jwt")} is jwt`);
+  }
+  const serving = listeners.filter((l) => l.tls || l.auth === "mtls").map((l) => `${l.name}.${l.tls ? "tls" : "auth"}`);
+  for (const key of ["certFile", "keyFile"] as const) {
+    if (serving.length > 0 && config.tls[key] === "") {
+      problems.push(`tls.${key}: required to serve TLS (${serving.join(" and ")})`);
+    }
+  }
+  if (using("mtls") !== "" && config.tls.clientCaFile === "") {
+    problems.push(`tls.clientCaFile: required when ${using("mtls")} is mtls`);
+  }
+  return problems;
 }
 
 function readYaml(file: string, problems: string[]): [string, unknown][] {

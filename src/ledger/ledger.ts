@@ -27,7 +27,7 @@ import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/ru
 import { type RuntimeResponse, RuntimeResponseSchema } from "../gen/envelope/v1/runtime_response_pb.js";
 import type { EnvelopeRow, EventRow, LedgerStore, ListFilter, NewEvent } from "./store.js";
 
-/** Until callers authenticate, every event is recorded as caused by this caller. */
+/** Events of calls on a port without authentication (loopback development) are recorded as caused by this caller. */
 export const unauthenticatedCaller = "unauthenticated";
 
 /** What recording an admitted envelope came to. */
@@ -61,7 +61,7 @@ export interface Ledger {
   /** Records an admitted envelope, unless the same request was recorded before (idempotency). */
   record(
     envelope: ExecutionEnvelope,
-    call: { readonly caller?: string | undefined },
+    call: { readonly caller?: { readonly principal: string } | undefined },
     encoded?: Uint8Array | undefined,
   ): Promise<RecordOutcome>;
   transition(request: TransitionRequest): Promise<TransitionResult>;
@@ -102,7 +102,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
     store,
 
     async record(envelope, call, encoded) {
-      const caller = call.caller ?? unauthenticatedCaller;
+      const caller = call.caller?.principal ?? unauthenticatedCaller;
       const request = envelope.request;
       const requestHash = idempotencyHash(envelope);
       const receivedAtMs = msOf(envelope.receivedAt) ?? now();

@@ -4,6 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type AdmissionConfig, admit } from "../core/admit.js";
+import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import { createErrorEnvelope, errorCategories } from "../core/errors.js";
 import {
@@ -28,8 +29,11 @@ export interface CallContext {
   readonly traceparent: string | undefined;
   /** Warnings the transport found while decoding. */
   readonly decodeWarnings: readonly Warning[];
-  /** The authenticated caller, recorded with every event it causes; unset until authentication exists. */
-  readonly caller?: string;
+  /**
+   * The authenticated caller, its principal recorded with every event it causes; unset on a port
+   * without authentication (loopback development), recorded as "unauthenticated".
+   */
+  readonly caller?: Caller | undefined;
   /**
    * How this transport encodes an envelope for its answer, when it answers in the binary format:
    * the service encodes an admitted envelope once, and the ledger stores the very bytes the caller

@@ -92,7 +92,7 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     const result = await ledger.transition({
       envelopeId: request.envelopeId,
       to,
-      caller: call.caller ?? unauthenticatedCaller,
+      caller: call.caller?.principal ?? unauthenticatedCaller,
       reason: request.reason,
       ...extra,
     });

@@ -4,6 +4,9 @@
 // decodes the body with the shared decoder first and hands the outcome to the implementation through
 // a context value, with an empty body in place of the original. Every protocol then answers bad input
 // with the same structured ErrorEnvelope, serialized by connect-es in that protocol's own format.
+// When the port authenticates, the same wrapper authenticates the caller first, before reading the
+// body; a refused call reaches connect-es with an empty body and an interceptor answers it with the
+// refusal.
 import { gunzipSync } from "node:zlib";
 import type { DescMessage, JsonValue, MessageShape } from "@bufbuild/protobuf";
 import {
@@ -12,6 +15,7 @@ import {
   createContextKey,
   createContextValues,
   type HandlerContext,
+  type Interceptor,
   type ServiceImpl,
 } from "@connectrpc/connect";
 import {
@@ -21,13 +25,17 @@ import {
   type UniversalServerRequest,
 } from "@connectrpc/connect/protocol";
 import { compressionGzip } from "@connectrpc/connect-node";
+import type { Authenticator } from "../auth/authenticator.js";
+import type { Caller } from "../core/caller.js";
 import { AdmissionService } from "../gen/envelope/v1/admission_service_pb.js";
+import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import { LifecycleService, type WatchEnvelopesResponse } from "../gen/envelope/v1/lifecycle_service_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
 import type { CallContext, AdmissionService as Service } from "../service/admission-service.js";
 import { type Decoded, decodeBinary, decodeJson } from "../service/decode-request.js";
 import type { LifecycleService as Lifecycle } from "../service/lifecycle-service.js";
 import type { Logger } from "../telemetry/log.js";
+import { connectionKey, logRefusal } from "./authentication.js";
 import { reportUnexpected } from "./call-failure.js";
 import { transportMaxBytes } from "./grpc-server.js";
 import { toConnectError } from "./wire-errors.js";
@@ -38,14 +46,17 @@ export interface ConnectAdmissionOptions {
   readonly lifecycle?: Lifecycle;
   readonly maxMessageBytes: number;
   readonly log: Logger;
+  /** Authenticates every call before its body is read; none on a port without authentication. */
+  readonly authenticator?: Authenticator | undefined;
 }
 
 /** The router's handlers by request path ("/envelope.v1.AdmissionService/Admit"). */
 export function createConnectHandlers(options: ConnectAdmissionOptions): Map<string, UniversalHandler> {
-  const { service, lifecycle, maxMessageBytes, log } = options;
+  const { service, lifecycle, maxMessageBytes, log, authenticator } = options;
   const router: ConnectRouter = createConnectRouter({
     acceptCompression: [compressionGzip],
     readMaxBytes: transportMaxBytes(maxMessageBytes),
+    ...(authenticator === undefined ? {} : { interceptors: [refuseUnauthenticated] }),
   });
   router.service(AdmissionService, {
     async admit(parsed, ctx) {
@@ -65,8 +76,9 @@ export function createConnectHandlers(options: ConnectAdmissionOptions): Map<str
   const paths = new Map<string, UniversalHandler>();
   for (const handler of router.handlers) {
     // Every method that takes a request body decodes it with the shared decoder first.
-    const decodes = handler.method !== AdmissionService.method.getCapabilities;
-    paths.set(handler.requestPath, decodes ? predecode(handler, handler.method.input, maxMessageBytes) : handler);
+    const schema = handler.method !== AdmissionService.method.getCapabilities ? handler.method.input : undefined;
+    const auth = authenticator === undefined ? undefined : { authenticator, log };
+    paths.set(handler.requestPath, prepare(handler, schema, maxMessageBytes, auth));
   }
   return paths;
 }
@@ -126,8 +138,23 @@ function callContext(ctx: HandlerContext, warnings: CallContext["decodeWarnings"
     deadlineMs: remaining === undefined ? undefined : Date.now() + remaining,
     traceparent: traceparent ?? undefined,
     decodeWarnings: warnings,
+    caller: ctx.values.get(authenticatedCaller),
   };
 }
+
+const authenticatedCaller = createContextKey<Caller | undefined>(undefined, {
+  description: "the authenticated caller",
+});
+const authenticationRefusal = createContextKey<ErrorEnvelope | undefined>(undefined, {
+  description: "why the caller was not authenticated",
+});
+
+/** Answers a call whose caller the wrapper refused with the refusal, before any implementation runs. */
+const refuseUnauthenticated: Interceptor = (next) => async (req) => {
+  const refusal = req.contextValues.get(authenticationRefusal);
+  if (refusal !== undefined) throw toConnectError(refusal);
+  return next(req);
+};
 
 const preDecodedRequest = createContextKey<Decoded<unknown> | undefined>(undefined, {
   description: "request decoded by the Admit wrapper",
@@ -151,6 +178,44 @@ function bodyFormat(contentType: string | null): BodyFormat | undefined {
 // Placeholder bodies that connect-es parses to an empty message, in each format.
 const emptyBinaryFrame = new Uint8Array(5);
 const emptyJsonFrame = new Uint8Array([0, 0, 0, 0, 2, 0x7b, 0x7d]); // one frame holding "{}"
+
+/**
+ * The handler behind the wrapper: authentication first (when the port has it), then the body decoded
+ * with the shared decoder (for methods that take one: `schema`).
+ */
+function prepare(
+  handler: UniversalHandler,
+  schema: DescMessage | undefined,
+  maxBytes: number,
+  auth: { readonly authenticator: Authenticator; readonly log: Logger } | undefined,
+): UniversalHandler {
+  const next = schema === undefined ? handler : predecode(handler, schema, maxBytes);
+  if (auth === undefined) return next;
+  const wrapped = async (req: UniversalServerRequest) => {
+    const connection = req.contextValues?.get(connectionKey);
+    const result = await auth.authenticator.authenticate({
+      authorization: req.header.get("authorization") ?? undefined,
+      certificate: connection?.certificate,
+      certificateProblem: connection?.certificateProblem,
+    });
+    const contextValues = req.contextValues ?? createContextValues();
+    const header = new Headers(req.header);
+    // Nothing past this point sees the credential.
+    header.delete("authorization");
+    if (result.kind === "authenticated") {
+      contextValues.set(authenticatedCaller, result.caller);
+      return next({ ...req, header, contextValues });
+    }
+    logRefusal(auth.log, "http", handler.requestPath, connection?.peer ?? "", result.error);
+    contextValues.set(authenticationRefusal, result.error);
+    header.delete("content-length");
+    header.delete("content-encoding");
+    const format = bodyFormat(req.header.get("content-type"));
+    const body = format === undefined ? createAsyncIterable([]) : placeholderBody(format);
+    return handler({ ...req, header, body, contextValues });
+  };
+  return Object.assign(wrapped, handler);
+}
 
 function predecode<Desc extends DescMessage>(
   handler: UniversalHandler,
@@ -182,15 +247,15 @@ function predecode<Desc extends DescMessage>(
     const header = new Headers(req.header);
     header.delete("content-length");
     header.delete("content-encoding");
-    const placeholder: AsyncIterable<Uint8Array> | JsonValue =
-      format.framing === "enveloped"
-        ? createAsyncIterable([format.binary ? emptyBinaryFrame : emptyJsonFrame])
-        : format.binary
-          ? createAsyncIterable([])
-          : {};
-    return handler({ ...req, header, body: placeholder, contextValues });
+    return handler({ ...req, header, body: placeholderBody(format), contextValues });
   };
   return Object.assign(wrapped, handler);
+}
+
+/** A body that connect-es parses to an empty message, in the request's format. */
+function placeholderBody(format: BodyFormat): AsyncIterable<Uint8Array> | JsonValue {
+  if (format.framing === "enveloped") return createAsyncIterable([format.binary ? emptyBinaryFrame : emptyJsonFrame]);
+  return format.binary ? createAsyncIterable([]) : {};
 }
 
 /** The message bytes inside a body, or undefined when this wrapper does not handle its framing. */

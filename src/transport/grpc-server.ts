@@ -11,6 +11,7 @@ import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/ru
 import type { CallContext, AdmissionService as Service } from "../service/admission-service.js";
 import { decodeBinary } from "../service/decode-request.js";
 import type { Logger } from "../telemetry/log.js";
+import { grpcCaller } from "./authentication.js";
 import { reportUnexpected } from "./call-failure.js";
 import { toGrpcStatus } from "./wire-errors.js";
 
@@ -141,6 +142,7 @@ export function callContext(
     deadlineMs,
     traceparent: typeof traceparent === "string" ? traceparent : undefined,
     decodeWarnings: warnings,
+    caller: grpcCaller(call.metadata),
     ...(encodeEnvelope === undefined ? {} : { encodeEnvelope }),
   };
 }

@@ -49,7 +49,7 @@ function codeName(envelope: ErrorEnvelope): GrpcCodeName {
 }
 
 /** The grpc-js status of an ErrorEnvelope. */
-export function toGrpcStatus(envelope: ErrorEnvelope): Partial<StatusObject> {
+export function toGrpcStatus(envelope: ErrorEnvelope): StatusObject {
   const code = grpcCodes[codeName(envelope)];
   const metadata = new Metadata();
   metadata.set("grpc-status-details-bin", Buffer.from(encodeStatusDetails(code, envelope)));

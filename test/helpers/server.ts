@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Client, Transport } from "@connectrpc/connect";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { defaultConfig, type EnvelopeConfig } from "../../src/config/config.js";
+import { defaultConfig, type EnvelopeConfig, type ListenerConfig } from "../../src/config/config.js";
 import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
 import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import { type RunningServer, type StartOptions, startServer } from "../../src/server.js";
@@ -38,18 +38,22 @@ export type ProtocolName =
   | "gRPC-Web over HTTP/1.1";
 
 export interface TestServerOptions extends Partial<Omit<StartOptions, "log">> {
-  readonly config?: Partial<EnvelopeConfig>;
+  readonly config?: Partial<Omit<EnvelopeConfig, "grpc" | "http">> & {
+    readonly grpc?: Partial<ListenerConfig>;
+    readonly http?: Partial<ListenerConfig>;
+  };
 }
 
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const logs: Record<string, unknown>[] = [];
   const log: Logger = createLogger({ level: "debug", write: (line) => logs.push(JSON.parse(line)) });
   const dataDir = mkdtempSync(join(tmpdir(), "envelope-test-"));
+  const loopback = { host: "127.0.0.1", port: 0 };
   const config: EnvelopeConfig = {
     ...defaultConfig,
-    grpc: { listen: { host: "127.0.0.1", port: 0 } },
-    http: { listen: { host: "127.0.0.1", port: 0 } },
     ...options.config,
+    grpc: { ...defaultConfig.grpc, listen: loopback, ...options.config?.grpc },
+    http: { ...defaultConfig.http, listen: loopback, ...options.config?.http },
     // A real SQLite ledger in a fresh directory unless the test sets its own.
     ledger: { ...defaultConfig.ledger, dataDir, ...options.config?.ledger },
   };
@@ -58,8 +62,9 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     rmSync(dataDir, { recursive: true, force: true });
     throw e;
   });
-  const grpcUrl = `http://${server.grpcAddress}`;
-  const httpUrl = `http://${server.httpAddress}`;
+  const scheme = (l: ListenerConfig) => (l.tls || l.auth === "mtls" ? "https" : "http");
+  const grpcUrl = `${scheme(config.grpc)}://${server.grpcAddress}`;
+  const httpUrl = `${scheme(config.http)}://${server.httpAddress}`;
   const transports: Record<ProtocolName, Transport> = {
     "gRPC (grpc-js port)": createGrpcTransport({ baseUrl: grpcUrl }),
     "gRPC (HTTP port, h2c)": createGrpcTransport({ baseUrl: httpUrl }),

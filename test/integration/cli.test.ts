@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { hashToken } from "../../src/auth/tokens.js";
 import { freshRequest, freshRequestJson, readFixture, withField } from "../helpers/requests.js";
 import { startTestServer } from "../helpers/server.js";
 
@@ -52,6 +53,7 @@ describe("help", () => {
     expect(out.code).toBe(0);
     expect(out.stdout).toMatch(/serve\s+run the admission service/);
     expect(out.stdout).toMatch(/validate\s+validate a JSON RuntimeRequest offline/);
+    expect(out.stdout).toMatch(/token\s+create a static API token/);
   });
 
   it.each(["serve", "validate"])("explains %s", async (command) => {
@@ -321,5 +323,22 @@ describe("migrate and export", () => {
     } finally {
       await t.close();
     }
+  });
+});
+
+describe("token", () => {
+  // More cases run in process: test/unit/token-command.test.ts.
+  it("create prints a new token on stdout and its tokens-file line on stderr; hash reads one from stdin", async () => {
+    const token = "a-token-made-elsewhere-0123456789abcdef";
+    const [created, hashed] = await Promise.all([
+      envelope(["token", "create", "ci"]),
+      envelope(["token", "hash", "legacy"], { stdin: `${token}\n` }),
+    ]);
+    expect(created.code).toBe(0);
+    const fresh = created.stdout.trim();
+    expect(fresh).toMatch(/^envl_[A-Za-z0-9_-]{43}$/);
+    expect(created.stderr).toContain(`ci: ${hashToken(fresh)}`);
+    expect(created.stderr).not.toContain(fresh);
+    expect(hashed).toMatchObject({ code: 0, stdout: `legacy: ${hashToken(token)}\n` });
   });
 });

@@ -82,9 +82,9 @@ describe("security by default", () => {
   ] as const)("refuses to listen on a non-loopback %s address (%s) without authentication", async (which, host) => {
     const config = {
       ...defaultConfig,
-      grpc: { listen: { host: "127.0.0.1", port: 0 } },
-      http: { listen: { host: "127.0.0.1", port: 0 } },
-      [which]: { listen: { host, port: 0 } },
+      grpc: { ...defaultConfig.grpc, listen: { host: "127.0.0.1", port: 0 } },
+      http: { ...defaultConfig.http, listen: { host: "127.0.0.1", port: 0 } },
+      [which]: { ...defaultConfig[which], listen: { host, port: 0 } },
     };
     const start = startServer(config, { log: silentLogger });
     await expect(start).rejects.toBeInstanceOf(ConfigError);

@@ -387,3 +387,119 @@ describe("loadConfig: ledger", () => {
     expect(configError({ overrides: { "ledger.retention": "5s" } }).message).toContain("ledger.retention");
   });
 });
+
+describe("loadConfig: caller authentication", () => {
+  it("leaves both listeners unauthenticated and without TLS by default", () => {
+    const c = loadConfig();
+    expect(c.grpc).toMatchObject({ auth: "none", tls: false });
+    expect(c.http).toMatchObject({ auth: "none", tls: false });
+    expect(c.jwt.clockSkewMs).toBe(30_000);
+  });
+
+  it("reads each listener's mode and the sections it needs from the file", () => {
+    const file = yamlFile(
+      [
+        "grpc:",
+        "  listen: 0.0.0.0:50051",
+        "  auth: jwt",
+        "  tls: true",
+        "http:",
+        "  auth: mtls",
+        "jwt:",
+        "  jwksUrl: https://idp.example.com/.well-known/jwks.json",
+        "  issuer: https://idp.example.com/",
+        "  audience: envelope",
+        "  clockSkew: 10s",
+        "tls:",
+        "  certFile: /etc/envelope/server.crt",
+        "  keyFile: /etc/envelope/server.key",
+        "  clientCaFile: /etc/envelope/clients-ca.crt",
+        "",
+      ].join("\n"),
+    );
+    const c = loadConfig({ file });
+    expect(c.grpc).toEqual({ listen: { host: "0.0.0.0", port: 50051 }, auth: "jwt", tls: true });
+    expect(c.http).toMatchObject({ auth: "mtls", tls: false });
+    expect(c.jwt).toEqual({
+      jwksFile: "",
+      jwksUrl: "https://idp.example.com/.well-known/jwks.json",
+      issuer: "https://idp.example.com/",
+      audience: "envelope",
+      clockSkewMs: 10_000,
+    });
+    expect(c.tls.clientCaFile).toBe("/etc/envelope/clients-ca.crt");
+  });
+
+  it("takes every key from its environment variable", () => {
+    const c = loadConfig({
+      env: {
+        ENVELOPE_GRPC_AUTH: "token",
+        ENVELOPE_HTTP_AUTH: "token",
+        ENVELOPE_HTTP_TLS: "true",
+        ENVELOPE_TOKENS_FILE: "/run/secrets/tokens",
+        ENVELOPE_TLS_CERT_FILE: "/c.pem",
+        ENVELOPE_TLS_KEY_FILE: "/k.pem",
+      },
+    });
+    expect(c.grpc.auth).toBe("token");
+    expect(c.http).toMatchObject({ auth: "token", tls: true });
+    expect(c.tokens.file).toBe("/run/secrets/tokens");
+    expect(envName("tls.clientCaFile")).toBe("ENVELOPE_TLS_CLIENT_CA_FILE");
+    expect(envName("jwt.jwksUrl")).toBe("ENVELOPE_JWT_JWKS_URL");
+  });
+
+  it.each([
+    [{ "grpc.auth": "basic" }, "grpc.auth", "one of none, token, jwt, mtls"],
+    [{ "http.tls": "yes" }, "http.tls", "true or false"],
+    [{ "jwt.jwksUrl": "ftp://idp/jwks" }, "jwt.jwksUrl", "an https URL"],
+    [{ "jwt.jwksUrl": "http://idp.example.com/jwks" }, "jwt.jwksUrl", "http on loopback only"],
+    [{ "jwt.clockSkew": "a while" }, "jwt.clockSkew", "duration"],
+  ])("a bad value is named: %j", (overrides, key, expected) => {
+    const e = configError({ overrides });
+    expect(e.message).toContain(key);
+    expect(e.message).toContain(expected);
+  });
+
+  it("requires what each mode needs, naming the listener that needs it", () => {
+    expect(configError({ overrides: { "grpc.auth": "token" } }).problems).toEqual([
+      "tokens.file: required when grpc.auth is token",
+    ]);
+    expect(configError({ overrides: { "grpc.auth": "jwt", "http.auth": "jwt" } }).problems).toEqual([
+      "jwt.jwksFile or jwt.jwksUrl: exactly one is required when grpc.auth and http.auth is jwt",
+      "jwt.issuer: required when grpc.auth and http.auth is jwt",
+      "jwt.audience: required when grpc.auth and http.auth is jwt",
+    ]);
+    const both = {
+      "jwt.jwksFile": "/j.json",
+      "jwt.jwksUrl": "https://idp/jwks",
+      "jwt.issuer": "i",
+      "jwt.audience": "a",
+    };
+    expect(configError({ overrides: { "http.auth": "jwt", ...both } }).problems).toEqual([
+      "jwt.jwksFile or jwt.jwksUrl: exactly one is required when http.auth is jwt",
+    ]);
+    expect(configError({ overrides: { "http.auth": "mtls" } }).problems).toEqual([
+      "tls.certFile: required to serve TLS (http.auth)",
+      "tls.keyFile: required to serve TLS (http.auth)",
+      "tls.clientCaFile: required when http.auth is mtls",
+    ]);
+    expect(configError({ overrides: { "grpc.tls": true } }).problems).toEqual([
+      "tls.certFile: required to serve TLS (grpc.tls)",
+      "tls.keyFile: required to serve TLS (grpc.tls)",
+    ]);
+  });
+
+  it("takes a JWKS over plain http from loopback only", () => {
+    for (const url of ["http://127.0.0.1:8000/jwks.json", "http://[::1]:8000/jwks.json", "http://localhost/jwks"]) {
+      expect(loadConfig({ overrides: { "jwt.jwksUrl": url } }).jwt.jwksUrl).toBe(url);
+    }
+  });
+
+  it("does not ask for the files of modes no listener uses", () => {
+    const c = loadConfig({
+      overrides: { "grpc.auth": "jwt", "jwt.jwksFile": "/j.json", "jwt.issuer": "i", "jwt.audience": "a" },
+    });
+    expect(c.grpc.auth).toBe("jwt");
+    expect(c.http.auth).toBe("none");
+  });
+});

@@ -26,7 +26,8 @@ function envelope(args: string[], options: { env?: Record<string, string>; stdin
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args], {
       cwd: root,
-      env: { ...process.env, ...options.env },
+      // Servers started here keep their ledger in the test's directory, not in the work tree.
+      env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger"), ...options.env },
     });
     let stdout = "";
     let stderr = "";
@@ -256,7 +257,7 @@ describe("serve", () => {
     const child = spawn(
       process.execPath,
       ["--import", "tsx", "src/cli/run.ts", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-      { cwd: root, env: process.env },
+      { cwd: root, env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger-sigterm") } },
     );
     children.push(child);
     let stderr = "";

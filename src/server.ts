@@ -77,7 +77,8 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     ...(recorder === undefined ? {} : { recorder }),
     ...(options.now === undefined ? {} : { now: options.now }),
   });
-  const lifecycle = ledger === undefined ? undefined : createLifecycleService({ ledger });
+  const lifecycle =
+    ledger === undefined ? undefined : createLifecycleService({ ledger, authorization: admission.authorization });
   const maintenance = ledger === undefined ? undefined : startMaintenance(ledger, config.ledger, log);
   const maxMessageBytes = config.limits.maxMessageBytes;
 
@@ -187,6 +188,7 @@ export function admissionConfig(config: EnvelopeConfig): AdmissionConfig {
     kindRules: config.executionKinds.rules,
     fallbackKind: config.executionKinds.fallback,
     defaultTraceContentMode: config.trace.defaultContentMode,
+    authorization: new Map(Object.entries(config.authorization.callers)),
   };
 }
 

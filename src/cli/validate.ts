@@ -58,11 +58,16 @@ export const runValidate: Command = {
     const result =
       decoded.kind === "malformed"
         ? ({ kind: "rejected", error: decoded.error } as const)
-        : admit(decoded.message, admissionConfig(config), {
-            nowMs,
-            envelopeId: "env_00000000000000000000000000",
-            traceId: "00000000000000000000000000000001",
-          });
+        : // Offline validation judges the request, not a caller: authorization needs one to judge.
+          admit(
+            decoded.message,
+            { ...admissionConfig(config), authorization: new Map() },
+            {
+              nowMs,
+              envelopeId: "env_00000000000000000000000000",
+              traceId: "00000000000000000000000000000001",
+            },
+          );
     if (result.kind === "rejected") {
       process.stdout.write(
         flags.values.json

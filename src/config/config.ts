@@ -3,6 +3,7 @@
 // message naming it, all problems at once.
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
+import type { CallerGrant } from "../core/authorize.js";
 import { defaultFallbackKind, defaultKindRules, executionKindNames, type KindRule } from "../core/execution-kind.js";
 import { type AdmissionLimits, defaultLimits } from "../core/limits.js";
 import type { ExecutionKind } from "../gen/envelope/v1/execution_envelope_pb.js";
@@ -37,6 +38,8 @@ export interface EnvelopeConfig {
   /** How long the server reports NOT_SERVING before it stops accepting calls, on SIGTERM. */
   readonly shutdown: { readonly drainMs: number };
   readonly ledger: LedgerConfig;
+  /** Grants by caller principal; empty: every caller may act for every tenant. */
+  readonly authorization: { readonly callers: Readonly<Record<string, CallerGrant>> };
 }
 
 /** Bearer JWTs (auth jwt), verified locally against a JWKS. */
@@ -86,6 +89,7 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
   trace: { defaultContentMode: "references-only" },
   log: { level: "info" as LogLevel },
   shutdown: { drainMs: 0 },
+  authorization: { callers: {} },
   ledger: {
     store: "sqlite",
     dataDir: "envelope-data",
@@ -202,6 +206,33 @@ const resourceCaps: Parser = (v) => {
   return ok(Object.freeze(out));
 };
 
+const callerGrants: Parser = (v) => {
+  const expected =
+    'a map of caller principal ("token:NAME", "jwt:ISSUER/SUBJECT", "mtls:NAME") to {tenants: [...], actors: [...], scopes: [...], tools: [...]}, patterns exact or ending in "*"; tenants required';
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return bad(expected);
+  const patterns = (x: unknown) =>
+    Array.isArray(x) && x.every((p) => typeof p === "string" && p !== "") ? (x as string[]) : undefined;
+  const out: Record<string, CallerGrant> = {};
+  for (const [principal, grant] of Object.entries(v)) {
+    const g = (grant ?? {}) as Record<string, unknown>;
+    const tenants = patterns(g.tenants);
+    const actors = g.actors === undefined ? ["*"] : patterns(g.actors);
+    const scopes = g.scopes === undefined ? undefined : patterns(g.scopes);
+    const tools = g.tools === undefined ? undefined : patterns(g.tools);
+    const known = Object.keys(g).every((k) => ["tenants", "actors", "scopes", "tools"].includes(k));
+    const bads = [g.scopes !== undefined && scopes === undefined, g.tools !== undefined && tools === undefined];
+    if (!/^(token|jwt|mtls):.+/.test(principal) || tenants === undefined || tenants.length === 0) return bad(expected);
+    if (actors === undefined || !known || bads.some(Boolean)) return bad(expected);
+    out[principal] = Object.freeze({
+      tenants,
+      actors,
+      ...(scopes === undefined ? {} : { scopes }),
+      ...(tools === undefined ? {} : { tools }),
+    });
+  }
+  return ok(Object.freeze(out));
+};
+
 const kindRules: Parser = (v) => {
   const expected = "a list of {taskTypePrefix: string, kind: execution kind}";
   if (!Array.isArray(v)) return bad(expected);
@@ -249,6 +280,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   },
   "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
   "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
+  "authorization.callers": { parse: callerGrants, target: ["authorization", "callers"], json: true },
   "ledger.store": { parse: oneOf("sqlite", "postgres", "none"), target: ["ledger", "store"] },
   "ledger.dataDir": { parse: nonEmpty("a directory path"), target: ["ledger", "dataDir"] },
   "ledger.postgresUrl": { parse: postgresUrl, target: ["ledger", "postgresUrl"] },
@@ -315,6 +347,13 @@ export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
     (config[section] as Record<string, unknown>)[field] = parsed.value;
   }
   const result = config as unknown as EnvelopeConfig;
+  if (
+    Object.keys(result.authorization.callers).length > 0 &&
+    result.grpc.auth === "none" &&
+    result.http.auth === "none"
+  ) {
+    problems.push("authorization.callers: needs a listener that authenticates callers (grpc.auth or http.auth)");
+  }
   if (result.ledger.store === "postgres" && result.ledger.postgresUrl === "") {
     problems.push("ledger.postgresUrl: required when ledger.store is postgres");
   }

@@ -14,6 +14,8 @@ import {
   type RequestedResources,
 } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import { type AuthorizationRules, authorizeAdmission } from "./authorize.js";
+import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
 import { type Amounts, decideStatic } from "./decide.js";
 import { createErrorEnvelope } from "./errors.js";
@@ -30,6 +32,8 @@ export interface AdmissionConfig {
   readonly fallbackKind: ExecutionKind;
   /** Content mode when the request leaves trace.contentMode empty. */
   readonly defaultTraceContentMode: string;
+  /** Which callers may act for which tenants, actors, scopes and tools; empty: no restriction. */
+  readonly authorization: AuthorizationRules;
 }
 
 /** Per-call inputs the core does not produce itself. */
@@ -41,6 +45,8 @@ export interface AdmitInputs {
   readonly traceId: string;
   /** Warnings found while decoding (e.g. unknown fields), carried into the decision. */
   readonly decodeWarnings?: readonly Warning[] | undefined;
+  /** The authenticated caller; unset on a listener that does not authenticate. */
+  readonly caller?: Caller | undefined;
 }
 
 export type AdmissionResult =
@@ -66,6 +72,29 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
       code: "REQUEST_INVALID",
       message: invalidMessage(check.violations.length),
       violations: check.violations,
+    });
+  }
+
+  // Only a valid request is judged against the caller's grant: its fields are known to be there.
+  const authorization = authorizeAdmission(inputs.caller, request, config.authorization);
+  if (authorization.kind === "unknown-caller") {
+    return rejected({
+      ...ids,
+      category: "authorization",
+      code: "CALLER_NOT_AUTHORIZED",
+      message: authorization.message,
+    });
+  }
+  if (authorization.kind === "not-permitted") {
+    return rejected({
+      ...ids,
+      category: "authorization",
+      code: "REQUEST_NOT_PERMITTED",
+      message:
+        authorization.violations.length === 1
+          ? "the caller is not entitled to 1 field of the request"
+          : `the caller is not entitled to ${authorization.violations.length} fields of the request`,
+      violations: authorization.violations,
     });
   }
 

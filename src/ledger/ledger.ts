@@ -159,7 +159,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         // The grant never changes after admission, so reading it outside the transition's own
         // transaction is safe; the state check happens atomically in the store.
         const row = await store.get(t.envelopeId);
-        if (row === undefined) return { kind: "refused", error: notFound(t.envelopeId) };
+        if (row === undefined) return { kind: "refused", error: envelopeNotFound(t.envelopeId) };
         const granted = fromBinary(ExecutionEnvelopeSchema, row.envelope).granted;
         usage = toBinary(RecordedUsageSchema, recordedUsage(t.response, granted));
       }
@@ -171,7 +171,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         case "done":
           return { kind: "done", envelope: toEnvelope(outcome.row), event: toEvent(outcome.event) };
         case "not-found":
-          return { kind: "refused", error: notFound(t.envelopeId) };
+          return { kind: "refused", error: envelopeNotFound(t.envelopeId) };
         case "not-allowed":
           return {
             kind: "refused",
@@ -326,7 +326,8 @@ export function ledgerUnavailable(requestId = ""): ErrorEnvelope {
   });
 }
 
-function notFound(envelopeId: string): ErrorEnvelope {
+/** The error of a call naming an envelope the ledger does not have (or the caller may not see). */
+export function envelopeNotFound(envelopeId: string): ErrorEnvelope {
   return createErrorEnvelope(serverContractVersion, {
     category: "validation.not-found",
     code: "ENVELOPE_NOT_FOUND",

@@ -98,6 +98,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         envelopeId: newEnvelopeId(nowMs),
         traceId,
         decodeWarnings: call.decodeWarnings,
+        caller: call.caller,
       });
       if (result.kind !== "admitted") return result;
       if (recorder === undefined) return { ...result, encoded: undefined };

@@ -4,6 +4,7 @@
 // errors (src/transport/wire-errors.ts).
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
+import { type AuthorizationRules, grantOf, mayActForTenant } from "../core/authorize.js";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
 import { jsonFieldPath } from "../core/field-path.js";
@@ -40,7 +41,13 @@ import {
   type WatchEnvelopesResponse,
   WatchEnvelopesResponseSchema,
 } from "../gen/envelope/v1/lifecycle_service_pb.js";
-import { type Ledger, ledgerUnavailable, parseCursor, unauthenticatedCaller } from "../ledger/ledger.js";
+import {
+  envelopeNotFound,
+  type Ledger,
+  ledgerUnavailable,
+  parseCursor,
+  unauthenticatedCaller,
+} from "../ledger/ledger.js";
 import { LedgerUnavailableError, type ListFilter } from "../ledger/store.js";
 import type { CallContext } from "./admission-service.js";
 
@@ -64,6 +71,8 @@ export interface LifecycleService {
 
 export interface LifecycleServiceOptions {
   readonly ledger: Ledger;
+  /** Which callers may see and move which tenants' envelopes; empty: every caller, every tenant. */
+  readonly authorization?: AuthorizationRules;
   /** How often a Watch with nothing new looks for events committed by other replicas. */
   readonly watchPollMs?: number;
 }
@@ -75,6 +84,17 @@ const validator = createValidator();
 export function createLifecycleService(options: LifecycleServiceOptions): LifecycleService {
   const { ledger } = options;
   const pollMs = options.watchPollMs ?? 250;
+  const rules: AuthorizationRules = options.authorization ?? new Map();
+
+  /**
+   * Whether the caller may see and move this envelope. An envelope of a tenant the caller may not
+   * act for is answered as not found: its existence is not the caller's to know.
+   */
+  const visible = async (envelopeId: string, call: CallContext): Promise<boolean> => {
+    if (rules.size === 0) return true;
+    const row = await ledger.store.get(envelopeId);
+    return row !== undefined && mayActForTenant(call.caller, row.tenantId, rules);
+  };
 
   const transition = async <
     Desc extends DescMessage,
@@ -89,6 +109,8 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
   ): Promise<Answer<MessageShape<Desc>>> => {
     const invalid = validate(requestSchema, request);
     if (invalid !== undefined) return invalid;
+    if (!(await visible(request.envelopeId, call)))
+      return { kind: "error", error: envelopeNotFound(request.envelopeId) };
     const result = await ledger.transition({
       envelopeId: request.envelopeId,
       to,
@@ -118,28 +140,23 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     cancel: (r, call) =>
       guard(() => transition(CancelResponseSchema, r, CancelRequestSchema, LifecycleState.CANCELLED, call)),
 
-    getEnvelope: (r) =>
+    getEnvelope: (r, call) =>
       guard<GetEnvelopeResponse>(async () => {
         const invalid = validate(GetEnvelopeRequestSchema, r);
         if (invalid !== undefined) return invalid;
         const record = await ledger.get(r.envelopeId);
-        if (record === undefined) {
-          return {
-            kind: "error",
-            error: createErrorEnvelope(serverContractVersion, {
-              category: "validation.not-found",
-              code: "ENVELOPE_NOT_FOUND",
-              message: `the ledger has no envelope ${JSON.stringify(r.envelopeId)}`,
-              envelopeId: r.envelopeId,
-            }),
-          };
+        if (
+          record === undefined ||
+          !mayActForTenant(call.caller, record.envelope?.policyScope?.tenantId ?? "", rules)
+        ) {
+          return { kind: "error", error: envelopeNotFound(r.envelopeId) };
         }
         return { kind: "ok", message: create(GetEnvelopeResponseSchema, { record }) };
       }),
 
-    listEnvelopes: (r) =>
+    listEnvelopes: (r, call) =>
       guard<ListEnvelopesResponse>(async () => {
-        const invalid = validate(ListEnvelopesRequestSchema, r);
+        const invalid = validate(ListEnvelopesRequestSchema, r) ?? tenantScope(call, r.tenantId, rules);
         if (invalid !== undefined) return invalid;
         const filter = listFilter(r);
         const fingerprint = filterFingerprint(filter);
@@ -173,7 +190,7 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
 
     watchEnvelopes: (r, call) =>
       guard<AsyncIterable<WatchEnvelopesResponse>>(async () => {
-        const invalid = validate(WatchEnvelopesRequestSchema, r);
+        const invalid = validate(WatchEnvelopesRequestSchema, r) ?? tenantScope(call, r.tenantId, rules);
         if (invalid !== undefined) return invalid;
         try {
           parseCursor(r.afterCursor);
@@ -205,6 +222,42 @@ async function* watch(
     }
     if (events.length < watchBatch) await ledger.nextCommit(signal, pollMs);
   }
+}
+
+/**
+ * Refuses a listing or a watch the caller may not see all of: one of the caller's tenants must be
+ * named, unless the caller may act for every tenant.
+ */
+function tenantScope(call: CallContext, tenantId: string, rules: AuthorizationRules): Refusal | undefined {
+  const grant = grantOf(call.caller, rules);
+  if (grant === "unrestricted") return undefined;
+  if (grant === undefined) {
+    return {
+      kind: "error",
+      error: createErrorEnvelope(serverContractVersion, {
+        category: "authorization",
+        code: "CALLER_NOT_AUTHORIZED",
+        message:
+          call.caller === undefined
+            ? "this listener does not authenticate callers, and only authorized callers may read the ledger"
+            : `caller ${call.caller.principal} is not authorized for any tenant`,
+      }),
+    };
+  }
+  if (tenantId === "" ? grant.tenants.includes("*") : mayActForTenant(call.caller, tenantId, rules)) return undefined;
+  const message =
+    tenantId === ""
+      ? `must name a tenant the caller may act for: ${grant.tenants.join(", ")}`
+      : `the caller may not act for tenant "${tenantId}"`;
+  return {
+    kind: "error",
+    error: createErrorEnvelope(serverContractVersion, {
+      category: "authorization",
+      code: "TENANT_NOT_PERMITTED",
+      message,
+      violations: [violation("tenantId", "authorization.tenant", message)],
+    }),
+  };
 }
 
 function validate(schema: DescMessage, message: MessageShape<DescMessage>): Refusal | undefined {

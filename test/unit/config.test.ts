@@ -503,3 +503,30 @@ describe("loadConfig: caller authentication", () => {
     expect(c.http.auth).toBe("none");
   });
 });
+
+describe("loadConfig: authorization", () => {
+  const withToken = { [envName("grpc.auth")]: "token", [envName("tokens.file")]: "/dev/null" };
+
+  it("reads grants by principal, actors defaulting to any", () => {
+    const c = loadConfig({
+      env: withToken,
+      overrides: { "authorization.callers": { "token:ci": { tenants: ["tenant-*"], scopes: ["case.read"] } } },
+    });
+    expect(c.authorization.callers["token:ci"]).toEqual({
+      tenants: ["tenant-*"],
+      actors: ["*"],
+      scopes: ["case.read"],
+    });
+  });
+
+  it.each([
+    ["a principal without its kind", { ci: { tenants: ["a"] } }],
+    ["a grant without tenants", { "token:ci": { actors: ["*"] } }],
+    ["an unknown field", { "token:ci": { tenants: ["a"], tenant: "b" } }],
+    ["a pattern that is not a string", { "token:ci": { tenants: ["a"], tools: [1] } }],
+  ])("refuses %s, naming the key", (_, callers) => {
+    expect(configError({ env: withToken, overrides: { "authorization.callers": callers } }).message).toContain(
+      "authorization.callers (flag): expected a map of caller principal",
+    );
+  });
+});

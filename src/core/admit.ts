@@ -3,9 +3,10 @@
 import { clone } from "@bufbuild/protobuf";
 import { type Timestamp, TimestampSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
-import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
+import type { ErrorDetail, ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import {
   DecisionOutcome,
+  type DecisionReason,
   type ExecutionEnvelope,
   type ExecutionKind,
   type GrantedResources,
@@ -14,14 +15,14 @@ import {
   type RequestedResources,
 } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
-import { type AuthorizationRules, authorizeAdmission } from "./authorize.js";
+import { type Authorization, type AuthorizationRules, authorizeAdmission } from "./authorize.js";
 import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
 import { type Amounts, decideStatic } from "./decide.js";
-import { createErrorEnvelope } from "./errors.js";
+import { createErrorEnvelope, type ErrorInit } from "./errors.js";
 import { type KindRule, resolveKind } from "./execution-kind.js";
 import type { AdmissionLimits } from "./limits.js";
-import { checkRequest, usdToMicros } from "./validate.js";
+import { checkRequest, type RequestCheck, usdToMicros } from "./validate.js";
 
 /** Everything admission decides with, fixed for the life of a configuration. */
 export interface AdmissionConfig {
@@ -56,56 +57,13 @@ export type AdmissionResult =
 export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: AdmitInputs): AdmissionResult {
   const ids = { requestId: request.requestId, traceId: inputs.traceId };
   const check = checkRequest(request, config.limits, inputs.nowMs);
-  if (check.kind === "unsupported-version") {
-    return rejected({
-      ...ids,
-      category: "validation",
-      code: "CONTRACT_VERSION_UNSUPPORTED",
-      message: check.violation.message,
-      violations: [check.violation],
-    });
-  }
-  if (check.kind === "invalid") {
-    return rejected({
-      ...ids,
-      category: "validation",
-      code: "REQUEST_INVALID",
-      message: invalidMessage(check.violations.length),
-      violations: check.violations,
-    });
-  }
-
+  if (check.kind !== "valid") return rejected({ ...ids, ...validationRefusal(check) });
   // Only a valid request is judged against the caller's grant: its fields are known to be there.
-  const authorization = authorizeAdmission(inputs.caller, request, config.authorization);
-  if (authorization.kind === "unknown-caller") {
-    return rejected({
-      ...ids,
-      category: "authorization",
-      code: "CALLER_NOT_AUTHORIZED",
-      message: authorization.message,
-    });
-  }
-  if (authorization.kind === "not-permitted") {
-    return rejected({
-      ...ids,
-      category: "authorization",
-      code: "REQUEST_NOT_PERMITTED",
-      message:
-        authorization.violations.length === 1
-          ? "the caller is not entitled to 1 field of the request"
-          : `the caller is not entitled to ${authorization.violations.length} fields of the request`,
-      violations: authorization.violations,
-    });
-  }
+  const unauthorized = authorizationRefusal(authorizeAdmission(inputs.caller, request, config.authorization));
+  if (unauthorized !== undefined) return rejected({ ...ids, ...unauthorized });
 
   const normalized = normalize(request, config);
-  const budget = normalized.budget as NonNullable<RuntimeRequest["budget"]>;
-  const requested: Amounts = {
-    tokens: budget.maxTokens ?? 0,
-    costUsdMicros: usdToMicros(budget.maxCostUsd ?? 0),
-    steps: budget.maxSteps ?? 0,
-    resources: budget.resources,
-  };
+  const requested = requestedAmounts(normalized);
   const decided = decideStatic(requested, config.limits, config.limitsVersion, `${inputs.envelopeId}/limits`);
   if (decided.kind === "rejected") {
     return rejected({ ...ids, ...decided, envelopeId: "" });
@@ -139,6 +97,106 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     traceId: inputs.traceId,
   };
   return { kind: "admitted", envelope };
+}
+
+/** What Admit would say of a request, every blocking reason included: Explain's answer. */
+export interface Explanation {
+  readonly outcome: DecisionOutcome;
+  /** In the order Admit checks them: validation, authorization, policy. */
+  readonly blocking: readonly ErrorDetail[];
+  /** Unset when the request is too malformed to judge its amounts. */
+  readonly bestGrant: GrantedResources | undefined;
+  readonly grantReasons: readonly DecisionReason[];
+}
+
+/**
+ * Judges a request as admit() does, without stopping at the first refusal and without making an
+ * envelope: a dry run. Only a request of another contract major stops it early (its shape is unknown).
+ */
+export function explain(
+  request: RuntimeRequest,
+  config: AdmissionConfig,
+  inputs: Pick<AdmitInputs, "nowMs" | "caller">,
+): Explanation {
+  const blocking: ErrorDetail[] = [];
+  const block = (init: ErrorInit) =>
+    blocking.push(createErrorEnvelope(serverContractVersion, init).error as ErrorDetail);
+  const check = checkRequest(request, config.limits, inputs.nowMs);
+  if (check.kind !== "valid") block(validationRefusal(check));
+  if (check.kind === "unsupported-version") {
+    return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
+  }
+  const unauthorized = authorizationRefusal(authorizeAdmission(inputs.caller, request, config.authorization));
+  if (unauthorized !== undefined) block(unauthorized);
+  if (check.kind === "invalid") {
+    return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
+  }
+  const normalized = normalize(request, config);
+  const decided = decideStatic(requestedAmounts(normalized), config.limits, config.limitsVersion, "explain/limits");
+  if (decided.kind === "rejected") {
+    block(decided);
+    return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
+  }
+  const outcome =
+    blocking.length > 0
+      ? DecisionOutcome.REJECTED
+      : decided.reasons.length > 0
+        ? DecisionOutcome.ADMITTED_PARTIAL
+        : DecisionOutcome.ADMITTED;
+  return {
+    outcome,
+    blocking,
+    bestGrant: resources<GrantedResources>("envelope.v1.GrantedResources", decided.granted, normalized.deadlineUtc),
+    grantReasons: [...decided.reasons],
+  };
+}
+
+function validationRefusal(check: Exclude<RequestCheck, { kind: "valid" }>): ErrorInit {
+  switch (check.kind) {
+    case "unsupported-version":
+      return {
+        category: "validation",
+        code: "CONTRACT_VERSION_UNSUPPORTED",
+        message: check.violation.message,
+        violations: [check.violation],
+      };
+    case "invalid":
+      return {
+        category: "validation",
+        code: "REQUEST_INVALID",
+        message: invalidMessage(check.violations.length),
+        violations: check.violations,
+      };
+  }
+}
+
+function authorizationRefusal(authorization: Authorization): ErrorInit | undefined {
+  switch (authorization.kind) {
+    case "permitted":
+      return undefined;
+    case "unknown-caller":
+      return { category: "authorization", code: "CALLER_NOT_AUTHORIZED", message: authorization.message };
+    case "not-permitted":
+      return {
+        category: "authorization",
+        code: "REQUEST_NOT_PERMITTED",
+        message:
+          authorization.violations.length === 1
+            ? "the caller is not entitled to 1 field of the request"
+            : `the caller is not entitled to ${authorization.violations.length} fields of the request`,
+        violations: authorization.violations,
+      };
+  }
+}
+
+function requestedAmounts(normalized: RuntimeRequest): Amounts {
+  const budget = normalized.budget as NonNullable<RuntimeRequest["budget"]>;
+  return {
+    tokens: budget.maxTokens ?? 0,
+    costUsdMicros: usdToMicros(budget.maxCostUsd ?? 0),
+    steps: budget.maxSteps ?? 0,
+    resources: budget.resources,
+  };
 }
 
 function rejected(init: Parameters<typeof createErrorEnvelope>[1]): AdmissionResult {

@@ -3,18 +3,21 @@
 // answering. Transports own decoding, deadlines and cancellation signals, and the wire errors.
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type AdmissionConfig, admit } from "../core/admit.js";
+import { type AdmissionConfig, admit, explain } from "../core/admit.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import { createErrorEnvelope, errorCategories } from "../core/errors.js";
 import {
+  type ExplainRequest,
+  type ExplainResponse,
+  ExplainResponseSchema,
   type GetCapabilitiesResponse,
   GetCapabilitiesResponseSchema,
 } from "../gen/envelope/v1/admission_service_pb.js";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
 import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import type { ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
-import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import { ledgerUnavailable, type RecordOutcome } from "../ledger/ledger.js";
 import { LedgerUnavailableError } from "../ledger/store.js";
 import { newEnvelopeId, newTraceId, traceIdFromTraceparent } from "./ids.js";
@@ -62,6 +65,8 @@ export type AdmitAnswer =
 
 export interface AdmissionService {
   admit(request: RuntimeRequest, call: CallContext): Promise<AdmitAnswer>;
+  /** Admit's judgement without admitting: nothing is recorded or reserved. */
+  explain(request: ExplainRequest, call: CallContext): ExplainResponse;
   capabilities(): GetCapabilitiesResponse;
 }
 
@@ -84,6 +89,20 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
 
   return {
     capabilities: () => capabilities,
+
+    explain(request, call) {
+      const explanation = explain(request.request ?? create(RuntimeRequestSchema), config, {
+        nowMs: now(),
+        caller: call.caller,
+      });
+      return create(ExplainResponseSchema, {
+        admissible: explanation.blocking.length === 0,
+        outcome: explanation.outcome,
+        blockingReasons: [...explanation.blocking],
+        ...(explanation.bestGrant === undefined ? {} : { bestGrant: explanation.bestGrant }),
+        grantReasons: [...explanation.grantReasons],
+      });
+    },
 
     async admit(request, call) {
       const nowMs = now();

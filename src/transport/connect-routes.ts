@@ -70,6 +70,14 @@ export function createConnectHandlers(options: ConnectAdmissionOptions): Map<str
       if (result.kind === "rejected") throw toConnectError(result.error);
       return result.envelope;
     },
+    explain(parsed, ctx) {
+      const request = decodedRequest(parsed, ctx);
+      try {
+        return service.explain(request, callContext(ctx, decodeWarnings(ctx)));
+      } catch (cause) {
+        throw toConnectError(reportUnexpected(log, "Explain", cause, request.request?.requestId));
+      }
+    },
     getCapabilities: () => service.capabilities(),
   });
   if (lifecycle !== undefined) router.service(LifecycleService, lifecycleImplementation(lifecycle, log));

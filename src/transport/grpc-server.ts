@@ -5,7 +5,12 @@ import { toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type * as grpc from "@grpc/grpc-js";
 import { compileBinaryEncoder } from "../codec/binary-encoder.js";
-import { AdmissionService, GetCapabilitiesResponseSchema } from "../gen/envelope/v1/admission_service_pb.js";
+import {
+  AdmissionService,
+  ExplainRequestSchema,
+  ExplainResponseSchema,
+  GetCapabilitiesResponseSchema,
+} from "../gen/envelope/v1/admission_service_pb.js";
 import { type ExecutionEnvelope, ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import type { CallContext, AdmissionService as Service } from "../service/admission-service.js";
@@ -61,6 +66,7 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
 
   const definition: grpc.ServiceDefinition = {
     Admit: rawUnaryMethod(method("admit")),
+    Explain: rawUnaryMethod(method("explain")),
     GetCapabilities: rawUnaryMethod(method("getCapabilities")),
   };
 
@@ -81,11 +87,25 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
     );
   };
 
+  const explain: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
+    const decoded = decodeBinary(ExplainRequestSchema, call.request, maxMessageBytes);
+    if (decoded.kind === "malformed") {
+      callback(toGrpcStatus(decoded.error));
+      return;
+    }
+    try {
+      const answer = service.explain(decoded.message, callContext(call, decoded.warnings));
+      callback(null, asBuffer(toBinary(ExplainResponseSchema, answer)));
+    } catch (cause) {
+      callback(toGrpcStatus(reportUnexpected(log, "Explain", cause, decoded.message.request?.requestId)));
+    }
+  };
+
   const getCapabilities: grpc.handleUnaryCall<Buffer, Buffer> = (_call, callback) => {
     callback(null, capabilities);
   };
 
-  server.addService(definition, { Admit: admit, GetCapabilities: getCapabilities });
+  server.addService(definition, { Admit: admit, Explain: explain, GetCapabilities: getCapabilities });
 }
 
 // toBinary's bytes for the envelopes it handles (all but those with a Struct or other uncompiled

@@ -81,6 +81,19 @@ describe.each(["gRPC (grpc-js port)", "Connect JSON (HTTP port)"] as const)("ove
     ]);
   });
 
+  it("explains every blocking reason in Admit's order: validation, then authorization", async () => {
+    const request = freshRequest();
+    (request.tenant as NonNullable<typeof request.tenant>).id = "tenant-other";
+    (request.risk as NonNullable<typeof request.risk>).level = "severe";
+    const answer = await admission().explain({ request }, as("acme-backend"));
+    expect(answer.admissible).toBe(false);
+    expect(answer.blockingReasons.map((r) => [r.category, r.code])).toEqual([
+      ["validation", "REQUEST_INVALID"],
+      ["authorization", "REQUEST_NOT_PERMITTED"],
+    ]);
+    expect(answer.blockingReasons[1]?.violations.map((v) => v.field)).toEqual(["tenant.id"]);
+  });
+
   it("refuses an authenticated caller that has no grant", async () => {
     const { error, envelope } = await rejection(admission().admit(freshRequest(), as("stranger")));
     expect(error.code).toBe(Code.PermissionDenied);

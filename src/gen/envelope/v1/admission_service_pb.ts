@@ -4,9 +4,11 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ExecutionEnvelopeSchema } from "./execution_envelope_pb.js";
+import type { ErrorDetail } from "./error_pb.js";
+import { file_envelope_v1_error } from "./error_pb.js";
+import type { DecisionOutcome, DecisionReason, ExecutionEnvelopeSchema, GrantedResources } from "./execution_envelope_pb.js";
 import { file_envelope_v1_execution_envelope } from "./execution_envelope_pb.js";
-import type { RuntimeRequestSchema } from "./runtime_request_pb.js";
+import type { RuntimeRequest, RuntimeRequestSchema } from "./runtime_request_pb.js";
 import { file_envelope_v1_runtime_request } from "./runtime_request_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
@@ -16,7 +18,73 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envelope/v1/admission_service.proto.
  */
 export const file_envelope_v1_admission_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNlbnZlbG9wZS92MS9hZG1pc3Npb25fc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiGAoWR2V0Q2FwYWJpbGl0aWVzUmVxdWVzdCLhAQoXR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2USGAoQY29udHJhY3RfdmVyc2lvbhgBIAEoCRIjChtzdXBwb3J0ZWRfY29udHJhY3RfdmVyc2lvbnMYAiADKAkSIwoGbGltaXRzGAMgASgLMhMuZW52ZWxvcGUudjEuTGltaXRzEhAKCGZlYXR1cmVzGAQgAygJEhYKDnNlcnZlcl92ZXJzaW9uGAUgASgJEjgKEGVycm9yX2NhdGVnb3JpZXMYBiADKAsyHi5lbnZlbG9wZS52MS5FcnJvckNhdGVnb3J5SW5mbyKgAwoGTGltaXRzEi8KDG1heF9kZWFkbGluZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5tYXhfY2xvY2tfc2tldxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFtYXhfbWVzc2FnZV9ieXRlcxgDIAEoBRIcChRtYXhfdGFza19pbnB1dF9ieXRlcxgEIAEoBRIeChZtYXhfdG9rZW5zX3Blcl9yZXF1ZXN0GAUgASgFEicKH21heF9jb3N0X3VzZF9taWNyb3NfcGVyX3JlcXVlc3QYBiABKAMSHQoVbWF4X3N0ZXBzX3Blcl9yZXF1ZXN0GAcgASgFElIKGW1heF9yZXNvdXJjZXNfcGVyX3JlcXVlc3QYCCADKAsyLy5lbnZlbG9wZS52MS5MaW1pdHMuTWF4UmVzb3VyY2VzUGVyUmVxdWVzdEVudHJ5Gj0KG01heFJlc291cmNlc1BlclJlcXVlc3RFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBImAKEUVycm9yQ2F0ZWdvcnlJbmZvEhAKCGNhdGVnb3J5GAEgASgJEhEKCWdycGNfY29kZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgSEwoLZGVzY3JpcHRpb24YBCABKAkyuwEKEEFkbWlzc2lvblNlcnZpY2USRAoFQWRtaXQSGy5lbnZlbG9wZS52MS5SdW50aW1lUmVxdWVzdBoeLmVudmVsb3BlLnYxLkV4ZWN1dGlvbkVudmVsb3BlEmEKD0dldENhcGFiaWxpdGllcxIjLmVudmVsb3BlLnYxLkdldENhcGFiaWxpdGllc1JlcXVlc3QaJC5lbnZlbG9wZS52MS5HZXRDYXBhYmlsaXRpZXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_envelope_v1_execution_envelope, file_envelope_v1_runtime_request, file_google_protobuf_duration]);
+  fileDesc("CiNlbnZlbG9wZS92MS9hZG1pc3Npb25fc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiPgoORXhwbGFpblJlcXVlc3QSLAoHcmVxdWVzdBgBIAEoCzIbLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXF1ZXN0Iu8BCg9FeHBsYWluUmVzcG9uc2USEgoKYWRtaXNzaWJsZRgBIAEoCBItCgdvdXRjb21lGAIgASgOMhwuZW52ZWxvcGUudjEuRGVjaXNpb25PdXRjb21lEjIKEGJsb2NraW5nX3JlYXNvbnMYAyADKAsyGC5lbnZlbG9wZS52MS5FcnJvckRldGFpbBIxCgpiZXN0X2dyYW50GAQgASgLMh0uZW52ZWxvcGUudjEuR3JhbnRlZFJlc291cmNlcxIyCg1ncmFudF9yZWFzb25zGAUgAygLMhsuZW52ZWxvcGUudjEuRGVjaXNpb25SZWFzb24iGAoWR2V0Q2FwYWJpbGl0aWVzUmVxdWVzdCLhAQoXR2V0Q2FwYWJpbGl0aWVzUmVzcG9uc2USGAoQY29udHJhY3RfdmVyc2lvbhgBIAEoCRIjChtzdXBwb3J0ZWRfY29udHJhY3RfdmVyc2lvbnMYAiADKAkSIwoGbGltaXRzGAMgASgLMhMuZW52ZWxvcGUudjEuTGltaXRzEhAKCGZlYXR1cmVzGAQgAygJEhYKDnNlcnZlcl92ZXJzaW9uGAUgASgJEjgKEGVycm9yX2NhdGVnb3JpZXMYBiADKAsyHi5lbnZlbG9wZS52MS5FcnJvckNhdGVnb3J5SW5mbyKgAwoGTGltaXRzEi8KDG1heF9kZWFkbGluZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5tYXhfY2xvY2tfc2tldxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZChFtYXhfbWVzc2FnZV9ieXRlcxgDIAEoBRIcChRtYXhfdGFza19pbnB1dF9ieXRlcxgEIAEoBRIeChZtYXhfdG9rZW5zX3Blcl9yZXF1ZXN0GAUgASgFEicKH21heF9jb3N0X3VzZF9taWNyb3NfcGVyX3JlcXVlc3QYBiABKAMSHQoVbWF4X3N0ZXBzX3Blcl9yZXF1ZXN0GAcgASgFElIKGW1heF9yZXNvdXJjZXNfcGVyX3JlcXVlc3QYCCADKAsyLy5lbnZlbG9wZS52MS5MaW1pdHMuTWF4UmVzb3VyY2VzUGVyUmVxdWVzdEVudHJ5Gj0KG01heFJlc291cmNlc1BlclJlcXVlc3RFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBImAKEUVycm9yQ2F0ZWdvcnlJbmZvEhAKCGNhdGVnb3J5GAEgASgJEhEKCWdycGNfY29kZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgSEwoLZGVzY3JpcHRpb24YBCABKAkyhgIKEEFkbWlzc2lvblNlcnZpY2USRAoFQWRtaXQSGy5lbnZlbG9wZS52MS5SdW50aW1lUmVxdWVzdBoeLmVudmVsb3BlLnYxLkV4ZWN1dGlvbkVudmVsb3BlEkkKB0V4cGxhaW4SGy5lbnZlbG9wZS52MS5FeHBsYWluUmVxdWVzdBocLmVudmVsb3BlLnYxLkV4cGxhaW5SZXNwb25zZSIDkAIBEmEKD0dldENhcGFiaWxpdGllcxIjLmVudmVsb3BlLnYxLkdldENhcGFiaWxpdGllc1JlcXVlc3QaJC5lbnZlbG9wZS52MS5HZXRDYXBhYmlsaXRpZXNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_envelope_v1_error, file_envelope_v1_execution_envelope, file_envelope_v1_runtime_request, file_google_protobuf_duration]);
+
+/**
+ * @generated from message envelope.v1.ExplainRequest
+ */
+export type ExplainRequest = Message<"envelope.v1.ExplainRequest"> & {
+  /**
+   * @generated from field: envelope.v1.RuntimeRequest request = 1;
+   */
+  request?: RuntimeRequest | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.ExplainRequest.
+ * Use `create(ExplainRequestSchema)` to create a new message.
+ */
+export const ExplainRequestSchema: GenMessage<ExplainRequest> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_admission_service, 0);
+
+/**
+ * @generated from message envelope.v1.ExplainResponse
+ */
+export type ExplainResponse = Message<"envelope.v1.ExplainResponse"> & {
+  /**
+   * Whether Admit would admit the request now (fully or with a smaller grant).
+   *
+   * @generated from field: bool admissible = 1;
+   */
+  admissible: boolean;
+
+  /**
+   * What Admit's decision would be: ADMITTED, ADMITTED_PARTIAL or REJECTED.
+   *
+   * @generated from field: envelope.v1.DecisionOutcome outcome = 2;
+   */
+  outcome: DecisionOutcome;
+
+  /**
+   * Every reason that blocks the request, in the order Admit checks them (validation,
+   * authorization, policy); empty when admissible.
+   *
+   * @generated from field: repeated envelope.v1.ErrorDetail blocking_reasons = 3;
+   */
+  blockingReasons: ErrorDetail[];
+
+  /**
+   * The best grant possible now, with its deadline; unset when the request is too malformed to
+   * judge its amounts.
+   *
+   * @generated from field: envelope.v1.GrantedResources best_grant = 4;
+   */
+  bestGrant?: GrantedResources | undefined;
+
+  /**
+   * Why the grant is less than requested, per clamped dimension.
+   *
+   * @generated from field: repeated envelope.v1.DecisionReason grant_reasons = 5;
+   */
+  grantReasons: DecisionReason[];
+};
+
+/**
+ * Describes the message envelope.v1.ExplainResponse.
+ * Use `create(ExplainResponseSchema)` to create a new message.
+ */
+export const ExplainResponseSchema: GenMessage<ExplainResponse> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_admission_service, 1);
 
 /**
  * @generated from message envelope.v1.GetCapabilitiesRequest
@@ -29,7 +97,7 @@ export type GetCapabilitiesRequest = Message<"envelope.v1.GetCapabilitiesRequest
  * Use `create(GetCapabilitiesRequestSchema)` to create a new message.
  */
 export const GetCapabilitiesRequestSchema: GenMessage<GetCapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_admission_service, 0);
+  messageDesc(file_envelope_v1_admission_service, 2);
 
 /**
  * @generated from message envelope.v1.GetCapabilitiesResponse
@@ -83,7 +151,7 @@ export type GetCapabilitiesResponse = Message<"envelope.v1.GetCapabilitiesRespon
  * Use `create(GetCapabilitiesResponseSchema)` to create a new message.
  */
 export const GetCapabilitiesResponseSchema: GenMessage<GetCapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_admission_service, 1);
+  messageDesc(file_envelope_v1_admission_service, 3);
 
 /**
  * Limits are the static limits every request is validated and granted against.
@@ -139,7 +207,7 @@ export type Limits = Message<"envelope.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_admission_service, 2);
+  messageDesc(file_envelope_v1_admission_service, 4);
 
 /**
  * @generated from message envelope.v1.ErrorCategoryInfo
@@ -173,7 +241,7 @@ export type ErrorCategoryInfo = Message<"envelope.v1.ErrorCategoryInfo"> & {
  * Use `create(ErrorCategoryInfoSchema)` to create a new message.
  */
 export const ErrorCategoryInfoSchema: GenMessage<ErrorCategoryInfo> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_admission_service, 3);
+  messageDesc(file_envelope_v1_admission_service, 5);
 
 /**
  * AdmissionService is the admission seam: a backend calls Admit before any side effect of an
@@ -197,6 +265,19 @@ export const AdmissionService: GenService<{
     methodKind: "unary";
     input: typeof RuntimeRequestSchema;
     output: typeof ExecutionEnvelopeSchema;
+  },
+  /**
+   * Explain evaluates a request as Admit would, without admitting, recording or reserving
+   * anything: every reason that would block it, in the order Admit checks them, and the best grant
+   * possible right now. A dry run for operators, CI checks of request templates, and agents
+   * planning a smaller request.
+   *
+   * @generated from rpc envelope.v1.AdmissionService.Explain
+   */
+  explain: {
+    methodKind: "unary";
+    input: typeof ExplainRequestSchema;
+    output: typeof ExplainResponseSchema;
   },
   /**
    * GetCapabilities tells a client what this server speaks and enforces, before it sends anything.

@@ -55,6 +55,7 @@ export const features = Object.freeze([
   "grpc.health.v1",
   "grpc.reflection.v1",
   "http.health",
+  "admission.explain",
 ]);
 
 export async function startServer(config: EnvelopeConfig, options: StartOptions): Promise<RunningServer> {

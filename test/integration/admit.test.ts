@@ -113,6 +113,7 @@ describe.each(protocolNames)("over %s", (protocol) => {
     expect(caps.limits?.maxTokensPerRequest).toBe(128_000);
     expect(caps.limits?.maxMessageBytes).toBe(1024 * 1024);
     expect(caps.features).toContain("grpc.reflection.v1");
+    expect(caps.features).toContain("admission.explain");
     expect(caps.errorCategories.find((c) => c.category === "capacity")).toMatchObject({
       grpcCode: "RESOURCE_EXHAUSTED",
       retryable: true,

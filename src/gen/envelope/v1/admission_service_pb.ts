@@ -125,7 +125,8 @@ export type GetCapabilitiesResponse = Message<"envelope.v1.GetCapabilitiesRespon
 
   /**
    * Enabled features, e.g. "transport.grpc", "transport.connect", "transport.grpc-web",
-   * "grpc.health.v1", "grpc.reflection.v1".
+   * "grpc.health.v1", "grpc.reflection.v1", "admission.explain", and with a ledger "ledger",
+   * "ledger.sqlite" or "ledger.postgres", "lifecycle.v1".
    *
    * @generated from field: repeated string features = 4;
    */

@@ -19,6 +19,7 @@ import { type Authorization, type AuthorizationRules, authorizeAdmission } from 
 import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
 import { type Amounts, decideStatic } from "./decide.js";
+import { checkDelegation, type DelegationParent } from "./delegation.js";
 import { createErrorEnvelope, type ErrorInit } from "./errors.js";
 import { type KindRule, resolveKind } from "./execution-kind.js";
 import type { AdmissionLimits } from "./limits.js";
@@ -48,6 +49,8 @@ export interface AdmitInputs {
   readonly decodeWarnings?: readonly Warning[] | undefined;
   /** The authenticated caller; unset on a listener that does not authenticate. */
   readonly caller?: Caller | undefined;
+  /** The parent envelope named by actor.delegationId, as the service found it; unset: not looked up. */
+  readonly delegationParent?: DelegationParent | undefined;
 }
 
 export type AdmissionResult =
@@ -61,6 +64,8 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   // Only a valid request is judged against the caller's grant: its fields are known to be there.
   const unauthorized = authorizationRefusal(authorizeAdmission(inputs.caller, request, config.authorization));
   if (unauthorized !== undefined) return rejected({ ...ids, ...unauthorized });
+  const widening = delegationRefusal(request, inputs.delegationParent);
+  if (widening !== undefined) return rejected({ ...ids, ...widening });
 
   const normalized = normalize(request, config);
   const requested = requestedAmounts(normalized);
@@ -116,7 +121,7 @@ export interface Explanation {
 export function explain(
   request: RuntimeRequest,
   config: AdmissionConfig,
-  inputs: Pick<AdmitInputs, "nowMs" | "caller">,
+  inputs: Pick<AdmitInputs, "nowMs" | "caller" | "delegationParent">,
 ): Explanation {
   const blocking: ErrorDetail[] = [];
   const block = (init: ErrorInit) =>
@@ -128,6 +133,8 @@ export function explain(
   }
   const unauthorized = authorizationRefusal(authorizeAdmission(inputs.caller, request, config.authorization));
   if (unauthorized !== undefined) block(unauthorized);
+  const widening = delegationRefusal(request, inputs.delegationParent);
+  if (widening !== undefined) block(widening);
   if (check.kind === "invalid") {
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
@@ -187,6 +194,22 @@ function authorizationRefusal(authorization: Authorization): ErrorInit | undefin
         violations: authorization.violations,
       };
   }
+}
+
+/** A delegated request that would widen its parent's authority, as an authorization refusal. */
+function delegationRefusal(request: RuntimeRequest, parent: DelegationParent | undefined): ErrorInit | undefined {
+  if (!request.actor?.delegationId) return undefined;
+  const violations = checkDelegation(request, parent ?? { kind: "no-ledger" });
+  if (violations.length === 0) return undefined;
+  return {
+    category: "authorization",
+    code: "DELEGATION_NOT_PERMITTED",
+    message:
+      violations.length === 1
+        ? "the delegated request does not fit inside its parent envelope in 1 field"
+        : `the delegated request does not fit inside its parent envelope in ${violations.length} fields`,
+    violations,
+  };
 }
 
 function requestedAmounts(normalized: RuntimeRequest): Amounts {

@@ -6,6 +6,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type AdmissionConfig, admit, explain } from "../core/admit.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
+import type { DelegationParent } from "../core/delegation.js";
 import { createErrorEnvelope, errorCategories } from "../core/errors.js";
 import {
   type ExplainRequest,
@@ -66,7 +67,7 @@ export type AdmitAnswer =
 export interface AdmissionService {
   admit(request: RuntimeRequest, call: CallContext): Promise<AdmitAnswer>;
   /** Admit's judgement without admitting: nothing is recorded or reserved. */
-  explain(request: ExplainRequest, call: CallContext): ExplainResponse;
+  explain(request: ExplainRequest, call: CallContext): Promise<ExplainResponse>;
   capabilities(): GetCapabilitiesResponse;
 }
 
@@ -76,6 +77,8 @@ export interface AdmissionServiceOptions {
   readonly features: readonly string[];
   /** Defaults to nothing recorded (no ledger configured). */
   readonly recorder?: EnvelopeRecorder;
+  /** Looks an envelope up in the ledger, in its current state: the parents of delegated requests. */
+  readonly envelopes?: (envelopeId: string) => Promise<ExecutionEnvelope | undefined>;
   /** Defaults to Date.now. */
   readonly now?: () => number;
 }
@@ -83,17 +86,27 @@ export interface AdmissionServiceOptions {
 export const serverVersion = "envelope/0.1.0";
 
 export function createAdmissionService(options: AdmissionServiceOptions): AdmissionService {
-  const { config, recorder } = options;
+  const { config, recorder, envelopes } = options;
+  /** The parent a delegated request names, as the ledger has it; unset when nothing is delegated. */
+  const delegationParent = async (request: RuntimeRequest): Promise<DelegationParent | undefined> => {
+    const id = request.actor?.delegationId;
+    if (!id) return undefined;
+    if (envelopes === undefined) return { kind: "no-ledger" };
+    const envelope = await envelopes(id);
+    return envelope === undefined ? { kind: "not-found" } : { kind: "found", envelope };
+  };
   const now = options.now ?? Date.now;
   const capabilities = buildCapabilities(config, options.features);
 
   return {
     capabilities: () => capabilities,
 
-    explain(request, call) {
-      const explanation = explain(request.request ?? create(RuntimeRequestSchema), config, {
+    async explain(request, call) {
+      const runtimeRequest = request.request ?? create(RuntimeRequestSchema);
+      const explanation = explain(runtimeRequest, config, {
         nowMs: now(),
         caller: call.caller,
+        delegationParent: await delegationParent(runtimeRequest),
       });
       return create(ExplainResponseSchema, {
         admissible: explanation.blocking.length === 0,
@@ -112,12 +125,21 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
       if (call.deadlineMs !== undefined && call.deadlineMs <= nowMs) {
         return stoppedBefore(call, nowMs, request.requestId, traceId, "admission started") as AdmitAnswer;
       }
+      let parent: DelegationParent | undefined;
+      try {
+        parent = await delegationParent(request);
+      } catch (cause) {
+        if (cause instanceof LedgerUnavailableError)
+          return { kind: "rejected", error: ledgerUnavailable(request.requestId) };
+        throw cause;
+      }
       const result = admit(request, config, {
         nowMs,
         envelopeId: newEnvelopeId(nowMs),
         traceId,
         decodeWarnings: call.decodeWarnings,
         caller: call.caller,
+        delegationParent: parent,
       });
       if (result.kind !== "admitted") return result;
       if (recorder === undefined) return { ...result, encoded: undefined };

@@ -70,10 +70,10 @@ export function createConnectHandlers(options: ConnectAdmissionOptions): Map<str
       if (result.kind === "rejected") throw toConnectError(result.error);
       return result.envelope;
     },
-    explain(parsed, ctx) {
+    async explain(parsed, ctx) {
       const request = decodedRequest(parsed, ctx);
       try {
-        return service.explain(request, callContext(ctx, decodeWarnings(ctx)));
+        return await service.explain(request, callContext(ctx, decodeWarnings(ctx)));
       } catch (cause) {
         throw toConnectError(reportUnexpected(log, "Explain", cause, request.request?.requestId));
       }

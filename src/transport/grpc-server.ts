@@ -93,12 +93,11 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
       callback(toGrpcStatus(decoded.error));
       return;
     }
-    try {
-      const answer = service.explain(decoded.message, callContext(call, decoded.warnings));
-      callback(null, asBuffer(toBinary(ExplainResponseSchema, answer)));
-    } catch (cause) {
-      callback(toGrpcStatus(reportUnexpected(log, "Explain", cause, decoded.message.request?.requestId)));
-    }
+    service.explain(decoded.message, callContext(call, decoded.warnings)).then(
+      (answer) => callback(null, asBuffer(toBinary(ExplainResponseSchema, answer))),
+      (cause: unknown) =>
+        callback(toGrpcStatus(reportUnexpected(log, "Explain", cause, decoded.message.request?.requestId))),
+    );
   };
 
   const getCapabilities: grpc.handleUnaryCall<Buffer, Buffer> = (_call, callback) => {

@@ -16,8 +16,8 @@ import {
   GetCapabilitiesResponseSchema,
 } from "../gen/envelope/v1/admission_service_pb.js";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
-import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
-import type { ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
+import type { ErrorDetail, ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
+import { DecisionOutcome, type ExecutionEnvelope } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import { ledgerUnavailable, type RecordOutcome } from "../ledger/ledger.js";
 import { LedgerUnavailableError } from "../ledger/store.js";
@@ -103,10 +103,22 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
 
     async explain(request, call) {
       const runtimeRequest = request.request ?? create(RuntimeRequestSchema);
+      let parent: DelegationParent | undefined;
+      try {
+        parent = await delegationParent(runtimeRequest);
+      } catch (cause) {
+        if (!(cause instanceof LedgerUnavailableError)) throw cause;
+        // The request cannot be judged now: that is the one reason to give.
+        return create(ExplainResponseSchema, {
+          admissible: false,
+          outcome: DecisionOutcome.REJECTED,
+          blockingReasons: [ledgerUnavailable(runtimeRequest.requestId).error as ErrorDetail],
+        });
+      }
       const explanation = explain(runtimeRequest, config, {
         nowMs: now(),
         caller: call.caller,
-        delegationParent: await delegationParent(runtimeRequest),
+        delegationParent: parent,
       });
       return create(ExplainResponseSchema, {
         admissible: explanation.blocking.length === 0,

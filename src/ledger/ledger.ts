@@ -137,17 +137,20 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
       const existing = outcome.row;
       if (existing.requestHash === requestHash) return { kind: "existing", envelope: toEnvelope(existing) };
       const byKey = existing.requestId !== request?.requestId;
+      // A request id is unique across tenants: another tenant's envelope is not named to this caller.
+      const sameTenant = existing.tenantId === (envelope.policyScope?.tenantId ?? "");
+      const which = sameTenant ? ` (envelope ${existing.envelopeId})` : "";
       return {
         kind: "conflict",
         error: createErrorEnvelope(serverContractVersion, {
           category: "validation.conflict",
           code: byKey ? "IDEMPOTENCY_KEY_REUSED" : "REQUEST_ID_REUSED",
           message: byKey
-            ? `idempotency key "${existing.idempotencyKey}" of tenant "${existing.tenantId}" was already used for a different request (envelope ${existing.envelopeId})`
-            : `request id ${existing.requestId} was already used for a different request (envelope ${existing.envelopeId})`,
+            ? `idempotency key "${existing.idempotencyKey}" of tenant "${existing.tenantId}" was already used for a different request${which}`
+            : `request id ${existing.requestId} was already used for a different request${which}`,
           requestId: request?.requestId ?? "",
           traceId: envelope.traceId,
-          envelopeId: existing.envelopeId,
+          envelopeId: sameTenant ? existing.envelopeId : "",
           violations: [],
         }),
       };

@@ -142,6 +142,19 @@ describe.each(["sqlite", "postgres"] as const)("ledger on %s", (store) => {
       );
     });
 
+    it("refuses a request id reused by another tenant without naming that tenant's envelope", async () => {
+      const request = freshRequest();
+      const first = await admission().admit(request);
+      const other = freshRequest();
+      other.requestId = request.requestId;
+      (other.tenant as NonNullable<typeof other.tenant>).id = "tenant-elsewhere";
+      const conflict = await rejection(admission().admit(other));
+      expect(conflict.error.code).toBe(Code.AlreadyExists);
+      expect(conflict.envelope.error?.code).toBe("REQUEST_ID_REUSED");
+      expect(conflict.envelope.envelopeId).toBe("");
+      expect(conflict.envelope.error?.message).not.toContain(first.envelopeId);
+    });
+
     it("refuses an idempotency key reused for a different request", async () => {
       const request = freshRequest();
       const first = await admission().admit(request);

@@ -76,7 +76,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     config: admission,
     features: ledger === undefined ? features : [...features, ...ledgerFeatures(opened?.store.kind ?? "")],
     ...(recorder === undefined ? {} : { recorder }),
-    ...(ledger === undefined ? {} : { envelopes: async (id: string) => (await ledger.get(id))?.envelope }),
+    ...(ledger === undefined ? {} : { envelopes: ledger.envelope }),
     ...(options.now === undefined ? {} : { now: options.now }),
   });
   const lifecycle =

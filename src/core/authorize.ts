@@ -25,7 +25,7 @@ export type Authorization =
   | { readonly kind: "unknown-caller"; readonly message: string }
   | { readonly kind: "not-permitted"; readonly violations: readonly FieldViolation[] };
 
-export function matches(pattern: string, value: string): boolean {
+function matches(pattern: string, value: string): boolean {
   return pattern.endsWith("*") ? value.startsWith(pattern.slice(0, -1)) : pattern === value;
 }
 

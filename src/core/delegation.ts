@@ -5,7 +5,7 @@ import type { FieldViolation } from "../gen/envelope/v1/error_pb.js";
 import { type ExecutionEnvelope, LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
 import { stateName } from "./lifecycle.js";
-import { usdToMicros, violation } from "./validate.js";
+import { timestampMs, usdToMicros, violation } from "./validate.js";
 
 /** How the parent of a delegated request was found: looked up, or not looked up at all. */
 export type DelegationParent =
@@ -14,9 +14,6 @@ export type DelegationParent =
   | { readonly kind: "no-ledger" };
 
 const delegating: readonly LifecycleState[] = [LifecycleState.ADMITTED, LifecycleState.RUNNING];
-
-const ms = (t: { seconds: bigint; nanos: number } | undefined) =>
-  t === undefined ? undefined : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
 
 /**
  * Every way the request would widen its parent's authority: another tenant, a parent that has
@@ -79,8 +76,8 @@ export function checkDelegation(request: RuntimeRequest, parent: DelegationParen
     "micro-dollars",
   );
   over("budget.maxSteps", budget?.maxSteps, granted?.steps ?? 0, "steps");
-  const deadline = ms(request.deadlineUtc);
-  const parentDeadline = ms(granted?.deadline);
+  const deadline = timestampMs(request.deadlineUtc);
+  const parentDeadline = timestampMs(granted?.deadline);
   if (deadline !== undefined && parentDeadline !== undefined && deadline > parentDeadline) {
     out.push(violation("deadlineUtc", "delegation.deadline", "is later than the parent envelope's deadline"));
   }

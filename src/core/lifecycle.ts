@@ -30,11 +30,6 @@ export function isTerminal(state: LifecycleState): boolean {
 /** States the deadline sweeper moves to expired once their deadline and the grace period pass. */
 export const expirableStates: readonly LifecycleState[] = [S.ADMITTED, S.RUNNING];
 
-/** States the given state may be reached from. */
-export function predecessors(to: LifecycleState): LifecycleState[] {
-  return (Object.keys(successors).map(Number) as LifecycleState[]).filter((from) => successors[from].includes(to));
-}
-
 /** "pending_approval" for PENDING_APPROVAL: the contract's spelling of a state. */
 export function stateName(state: LifecycleState): string {
   return (S[state] ?? "UNSPECIFIED").toLowerCase();

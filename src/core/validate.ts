@@ -143,7 +143,8 @@ export function unsupportedVersion(requested: string): FieldViolation {
   );
 }
 
-function timestampMs(ts: Timestamp | undefined): number | undefined {
+/** A timestamp as epoch milliseconds, rounded down; undefined when unset. */
+export function timestampMs(ts: Timestamp | undefined): number | undefined {
   return ts === undefined ? undefined : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
 }
 

@@ -4,10 +4,11 @@
 // runs on SQLite and PostgreSQL, and the lifecycle rules themselves live in src/core/lifecycle.ts.
 import { createHash } from "node:crypto";
 import { create, fromBinary, type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
-import { type Timestamp, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
 import { stateName, usageAgainstGrant } from "../core/lifecycle.js";
+import { timestampMs } from "../core/validate.js";
 import { HumanReviewSchema } from "../gen/envelope/v1/common_pb.js";
 import { type ErrorEnvelope, ErrorEnvelopeSchema } from "../gen/envelope/v1/error_pb.js";
 import {
@@ -66,6 +67,8 @@ export interface Ledger {
   ): Promise<RecordOutcome>;
   transition(request: TransitionRequest): Promise<TransitionResult>;
   get(envelopeId: string): Promise<EnvelopeRecord | undefined>;
+  /** The envelope alone, in its current state (no events read). */
+  envelope(envelopeId: string): Promise<ExecutionEnvelope | undefined>;
   list(filter: ListFilter): Promise<ExecutionEnvelope[]>;
   /** Events after the cursor ("" for the beginning), in commit order. */
   eventsAfter(cursor: string, tenantId: string | undefined, limit: number): Promise<LifecycleEvent[]>;
@@ -105,8 +108,8 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
       const caller = call.caller?.principal ?? unauthenticatedCaller;
       const request = envelope.request;
       const requestHash = idempotencyHash(envelope);
-      const receivedAtMs = msOf(envelope.receivedAt) ?? now();
-      const decidedAtMs = msOf(envelope.decidedAt) ?? receivedAtMs;
+      const receivedAtMs = timestampMs(envelope.receivedAt) ?? now();
+      const decidedAtMs = timestampMs(envelope.decidedAt) ?? receivedAtMs;
       const [outcome] = committed(
         await store.admit([
           {
@@ -120,7 +123,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
               idempotencyKey: request?.task?.idempotencyKey ?? "",
               requestHash,
               receivedAtMs,
-              deadlineMs: msOf(envelope.granted?.deadline) ?? 0,
+              deadlineMs: timestampMs(envelope.granted?.deadline) ?? 0,
               envelope: encoded ?? toBinary(ExecutionEnvelopeSchema, envelope),
               response: null,
               error: null,
@@ -199,6 +202,11 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         ...(row.error === null ? {} : { error: fromBinary(ErrorEnvelopeSchema, row.error) }),
         ...(row.usage === null ? {} : { usage: fromBinary(RecordedUsageSchema, row.usage) }),
       });
+    },
+
+    async envelope(envelopeId) {
+      const row = await store.get(envelopeId);
+      return row === undefined ? undefined : toEnvelope(row);
     },
 
     async list(filter) {
@@ -337,10 +345,6 @@ export function envelopeNotFound(envelopeId: string): ErrorEnvelope {
     message: `the ledger has no envelope ${JSON.stringify(envelopeId)}`,
     envelopeId,
   });
-}
-
-function msOf(ts: Timestamp | undefined): number | undefined {
-  return ts === undefined ? undefined : Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
 }
 
 // An envelope that expires before it started never reached its backend as far as the ledger knows;

@@ -4,11 +4,12 @@
 // errors (src/transport/wire-errors.ts).
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
+import { invalidMessage } from "../core/admit.js";
 import { type AuthorizationRules, grantOf, mayActForTenant } from "../core/authorize.js";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
 import { jsonFieldPath } from "../core/field-path.js";
-import { violation } from "../core/validate.js";
+import { timestampMs, violation } from "../core/validate.js";
 import type { ErrorEnvelope, FieldViolation } from "../gen/envelope/v1/error_pb.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import {
@@ -273,10 +274,7 @@ function validationError(violations: FieldViolation[]): Refusal {
     error: createErrorEnvelope(serverContractVersion, {
       category: "validation",
       code: "REQUEST_INVALID",
-      message:
-        violations.length === 1
-          ? "the request has 1 invalid field"
-          : `the request has ${violations.length} invalid fields`,
+      message: invalidMessage(violations.length),
       violations,
     }),
   };
@@ -293,10 +291,8 @@ async function guard<T>(work: () => Promise<Answer<T>>): Promise<Answer<T>> {
 }
 
 function listFilter(r: ListEnvelopesRequest): Omit<ListFilter, "limit"> {
-  const ms = (t: { seconds: bigint; nanos: number } | undefined) =>
-    t === undefined ? undefined : Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
-  const after = ms(r.receivedAfter);
-  const before = ms(r.receivedBefore);
+  const after = timestampMs(r.receivedAfter);
+  const before = timestampMs(r.receivedBefore);
   return {
     ...(r.tenantId === "" ? {} : { tenantId: r.tenantId }),
     ...(r.actorSubject === "" ? {} : { actorSubject: r.actorSubject }),

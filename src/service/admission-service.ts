@@ -137,13 +137,17 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
       if (call.deadlineMs !== undefined && call.deadlineMs <= nowMs) {
         return stoppedBefore(call, nowMs, request.requestId, traceId, "admission started") as AdmitAnswer;
       }
+      // Only a delegated request waits for the ledger here; the others go on without an await.
       let parent: DelegationParent | undefined;
-      try {
-        parent = await delegationParent(request);
-      } catch (cause) {
-        if (cause instanceof LedgerUnavailableError)
-          return { kind: "rejected", error: ledgerUnavailable(request.requestId) };
-        throw cause;
+      if (request.actor?.delegationId) {
+        try {
+          parent = await delegationParent(request);
+        } catch (cause) {
+          if (cause instanceof LedgerUnavailableError) {
+            return { kind: "rejected", error: ledgerUnavailable(request.requestId) };
+          }
+          throw cause;
+        }
       }
       const result = admit(request, config, {
         nowMs,

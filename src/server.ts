@@ -76,7 +76,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     config: admission,
     features: ledger === undefined ? features : [...features, ...ledgerFeatures(opened?.store.kind ?? "")],
     ...(recorder === undefined ? {} : { recorder }),
-    ...(ledger === undefined ? {} : { envelopes: ledger.envelope }),
+    ...(ledger === undefined ? {} : { envelopes: ledger.envelope, budgetUsage: ledger.store.budgetUsage }),
     ...(options.now === undefined ? {} : { now: options.now }),
   });
   const lifecycle =
@@ -180,18 +180,21 @@ function ledgerFeatures(storeKind: string): string[] {
 
 /** The admission core's configuration, with a version that names these exact limits. */
 export function admissionConfig(config: EnvelopeConfig): AdmissionConfig {
-  const fingerprint = createHash("sha256")
-    .update(JSON.stringify({ limits: config.limits, kinds: config.executionKinds }))
-    .digest("hex")
-    .slice(0, 12);
   return {
     limits: config.limits,
-    limitsVersion: `static-limits@${fingerprint}`,
+    limitsVersion: `static-limits@${fingerprintOf({ limits: config.limits, kinds: config.executionKinds })}`,
     kindRules: config.executionKinds.rules,
     fallbackKind: config.executionKinds.fallback,
     defaultTraceContentMode: config.trace.defaultContentMode,
     authorization: new Map(Object.entries(config.authorization.callers)),
+    budgets: config.budgets.definitions,
+    budgetsVersion: `budgets@${fingerprintOf(config.budgets.definitions)}`,
   };
+}
+
+/** A short hash naming a piece of configuration in policy decisions. */
+function fingerprintOf(value: unknown): string {
+  return createHash("sha256").update(JSON.stringify(value)).digest("hex").slice(0, 12);
 }
 
 /**

@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
 import type { CallerGrant } from "../core/authorize.js";
+import { type BudgetDefinition, type BudgetScope, type BudgetWindow, budgetWindows } from "../core/budget.js";
 import { defaultFallbackKind, defaultKindRules, executionKindNames, type KindRule } from "../core/execution-kind.js";
 import { type AdmissionLimits, defaultLimits } from "../core/limits.js";
 import type { ExecutionKind } from "../gen/envelope/v1/execution_envelope_pb.js";
@@ -40,6 +41,8 @@ export interface EnvelopeConfig {
   readonly ledger: LedgerConfig;
   /** Grants by caller principal; empty: every caller may act for every tenant. */
   readonly authorization: { readonly callers: Readonly<Record<string, CallerGrant>> };
+  /** Allowances per tenant, actor or session, reserved at Admit and settled at the end. */
+  readonly budgets: { readonly definitions: readonly BudgetDefinition[] };
 }
 
 /** Bearer JWTs (auth jwt), verified locally against a JWKS. */
@@ -90,6 +93,7 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
   log: { level: "info" as LogLevel },
   shutdown: { drainMs: 0 },
   authorization: { callers: {} },
+  budgets: { definitions: [] },
   ledger: {
     store: "sqlite",
     dataDir: "envelope-data",
@@ -233,6 +237,51 @@ const callerGrants: Parser = (v) => {
   return ok(Object.freeze(out));
 };
 
+const budgetDefinitions: Parser = (v) => {
+  const expected =
+    'a list of {name, tenant (an id or "*", default "*"), per (tenant, actor or session; default tenant), window (request, minute, hour, day or month), and at least one limit: tokens, costUsd, steps, concurrent, resources: {NAME: count}}';
+  if (!Array.isArray(v)) return bad(expected);
+  const fields = ["name", "tenant", "per", "window", "tokens", "costUsd", "steps", "concurrent", "resources"];
+  const positive = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
+  const out: BudgetDefinition[] = [];
+  for (const item of v) {
+    const b = (item ?? {}) as Record<string, unknown>;
+    const name = typeof b.name === "string" && /^[A-Za-z0-9_.-]{1,64}$/.test(b.name) ? b.name : undefined;
+    const problem = (what: string) => bad(`${expected}; ${what}`);
+    if (name === undefined) return problem("each needs a name of letters, digits, '_', '.' or '-'");
+    if (out.some((d) => d.name === name)) return problem(`"${name}" is defined twice`);
+    const unknown = Object.keys(b).filter((k) => !fields.includes(k));
+    if (unknown.length > 0) return problem(`"${name}" has unknown keys ${unknown.join(", ")}`);
+    const tenant = b.tenant ?? "*";
+    const per = b.per ?? "tenant";
+    if (typeof tenant !== "string" || tenant === "") return problem(`"${name}".tenant must be a tenant id or "*"`);
+    if (!["tenant", "actor", "session"].includes(per as string))
+      return problem(`"${name}".per is not tenant, actor or session`);
+    if (!budgetWindows.includes(b.window as BudgetWindow)) return problem(`"${name}".window is missing or unknown`);
+    const limits: Record<string, number> = {};
+    for (const dimension of ["tokens", "steps", "concurrent"]) {
+      if (b[dimension] === undefined) continue;
+      if (!positive(b[dimension])) return problem(`"${name}".${dimension} must be a positive integer`);
+      limits[dimension] = b[dimension] as number;
+    }
+    if (b.costUsd !== undefined) {
+      const micros = usdAsMicros(b.costUsd);
+      if (!micros.ok) return problem(`"${name}".costUsd must be a positive amount of US dollars`);
+      limits.costUsdMicros = micros.value as number;
+    }
+    if (b.resources !== undefined) {
+      const resources = resourceCaps(b.resources);
+      if (!resources.ok) return problem(`"${name}".resources: ${resources.expected}`);
+      for (const [resource, count] of Object.entries(resources.value as Record<string, number>)) {
+        limits[`resources.${resource}`] = count;
+      }
+    }
+    if (Object.keys(limits).length === 0) return problem(`"${name}" sets no limit`);
+    out.push(Object.freeze({ name, tenant, per: per as BudgetScope, window: b.window as BudgetWindow, limits }));
+  }
+  return ok(Object.freeze(out));
+};
+
 const kindRules: Parser = (v) => {
   const expected = "a list of {taskTypePrefix: string, kind: execution kind}";
   if (!Array.isArray(v)) return bad(expected);
@@ -281,6 +330,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
   "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
   "authorization.callers": { parse: callerGrants, target: ["authorization", "callers"], json: true },
+  "budgets.definitions": { parse: budgetDefinitions, target: ["budgets", "definitions"], json: true },
   "ledger.store": { parse: oneOf("sqlite", "postgres", "none"), target: ["ledger", "store"] },
   "ledger.dataDir": { parse: nonEmpty("a directory path"), target: ["ledger", "dataDir"] },
   "ledger.postgresUrl": { parse: postgresUrl, target: ["ledger", "postgresUrl"] },
@@ -353,6 +403,11 @@ export function loadConfig(options: LoadOptions = {}): EnvelopeConfig {
     result.http.auth === "none"
   ) {
     problems.push("authorization.callers: needs a listener that authenticates callers (grpc.auth or http.auth)");
+  }
+  if (result.ledger.store === "none" && result.budgets.definitions.some((d) => d.window !== "request")) {
+    problems.push(
+      "budgets.definitions: budgets other than per-request ones are counted in the ledger; ledger.store is none",
+    );
   }
   if (result.ledger.store === "postgres" && result.ledger.postgresUrl === "") {
     problems.push("ledger.postgresUrl: required when ledger.store is postgres");

@@ -16,6 +16,15 @@ import {
 } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
 import { type Authorization, type AuthorizationRules, authorizeAdmission } from "./authorize.js";
+import {
+  allocate,
+  applyBudgets,
+  type BudgetClaim,
+  type BudgetDefinition,
+  type BudgetLine,
+  budgetRefusal,
+  withAllocation,
+} from "./budget.js";
 import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
 import { type Amounts, decideStatic } from "./decide.js";
@@ -36,6 +45,10 @@ export interface AdmissionConfig {
   readonly defaultTraceContentMode: string;
   /** Which callers may act for which tenants, actors, scopes and tools; empty: no restriction. */
   readonly authorization: AuthorizationRules;
+  /** Budgets per tenant, actor or session; empty: none. Windowed ones need a ledger to count in. */
+  readonly budgets: readonly BudgetDefinition[];
+  /** Identifies the budget definitions in policy decisions, e.g. "budgets@0b1c2d3e4f50". */
+  readonly budgetsVersion: string;
 }
 
 /** Per-call inputs the core does not produce itself. */
@@ -54,7 +67,12 @@ export interface AdmitInputs {
 }
 
 export type AdmissionResult =
-  | { readonly kind: "admitted"; readonly envelope: ExecutionEnvelope }
+  | {
+      readonly kind: "admitted";
+      readonly envelope: ExecutionEnvelope;
+      /** What the ledger must reserve, atomically with the envelope; unset when no budget applies. */
+      readonly budget?: BudgetClaim | undefined;
+    }
   | { readonly kind: "rejected"; readonly error: ErrorEnvelope };
 
 export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: AdmitInputs): AdmissionResult {
@@ -73,6 +91,8 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   if (decided.kind === "rejected") {
     return rejected({ ...ids, ...decided, envelopeId: "" });
   }
+  const budgeted = applyBudgets(normalized, decided, config, inputs.nowMs, `${inputs.envelopeId}/budgets`);
+  if (budgeted.kind === "rejected") return rejected({ ...ids, ...budgeted.refusal });
 
   // The envelope's messages are object literals of their generated types rather than create()
   // calls: create() converts every field of its init generically, which for these small messages
@@ -88,12 +108,12 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     kind: resolveKind(normalized.task as NonNullable<RuntimeRequest["task"]>, config.kindRules, config.fallbackKind),
     requested: resources<RequestedResources>("envelope.v1.RequestedResources", requested, deadline),
     policyScope: policyScope(normalized),
-    granted: resources<GrantedResources>("envelope.v1.GrantedResources", decided.granted, deadline),
+    granted: resources<GrantedResources>("envelope.v1.GrantedResources", budgeted.granted, deadline),
     decision: {
       $typeName: "envelope.v1.Decision",
-      outcome: decided.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,
-      reasons: [...decided.reasons],
-      policyDecisions: [...decided.policyDecisions],
+      outcome: budgeted.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,
+      reasons: [...budgeted.reasons],
+      policyDecisions: [...budgeted.policyDecisions],
       warnings: [...(inputs.decodeWarnings ?? []), ...check.warnings],
     },
     state: LifecycleState.ADMITTED,
@@ -101,7 +121,7 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     decidedAt: now,
     traceId: inputs.traceId,
   };
-  return { kind: "admitted", envelope };
+  return { kind: "admitted", envelope, budget: budgeted.claim };
 }
 
 /** What Admit would say of a request, every blocking reason included: Explain's answer. */
@@ -121,7 +141,10 @@ export interface Explanation {
 export function explain(
   request: RuntimeRequest,
   config: AdmissionConfig,
-  inputs: Pick<AdmitInputs, "nowMs" | "caller" | "delegationParent">,
+  inputs: Pick<AdmitInputs, "nowMs" | "caller" | "delegationParent"> & {
+    /** What each budget counter holds now, read from the ledger; unset: budgets not consulted. */
+    readonly budgetUsage?: ((line: BudgetLine) => number) | undefined;
+  },
 ): Explanation {
   const blocking: ErrorDetail[] = [];
   const block = (init: ErrorInit) =>
@@ -139,10 +162,22 @@ export function explain(
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
   const normalized = normalize(request, config);
-  const decided = decideStatic(requestedAmounts(normalized), config.limits, config.limitsVersion, "explain/limits");
-  if (decided.kind === "rejected") {
-    block(decided);
+  const static_ = decideStatic(requestedAmounts(normalized), config.limits, config.limitsVersion, "explain/limits");
+  if (static_.kind === "rejected") {
+    block(static_);
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
+  }
+  const budgeted = applyBudgets(normalized, static_, config, inputs.nowMs, "explain/budgets");
+  if (budgeted.kind === "rejected") {
+    block(budgeted.refusal);
+    return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
+  }
+  let decided = budgeted;
+  if (budgeted.claim !== undefined && inputs.budgetUsage !== undefined) {
+    // The best grant right now: the budgets' counters as the ledger has them, nothing reserved.
+    const allocation = allocate(budgeted.claim, inputs.budgetUsage);
+    if (allocation.kind === "short") block(budgetRefusal(allocation.shortfalls));
+    else decided = withAllocation(budgeted, allocation, "explain/budgets");
   }
   const outcome =
     blocking.length > 0

@@ -2,6 +2,7 @@
 // constructors of ErrorEnvelope. Pure data and functions; the transports turn an ErrorEnvelope into
 // their wire error in one place (src/transport/wire-errors.ts).
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type ErrorEnvelope, ErrorEnvelopeSchema, type FieldViolation } from "../gen/envelope/v1/error_pb.js";
 
 /** gRPC status code names used by the table (Connect uses the matching code). */
@@ -102,6 +103,8 @@ export interface ErrorInit {
   readonly retryable?: boolean;
   /** Reference to details kept server-side. */
   readonly detailsRef?: string;
+  /** The earliest time a retry could succeed, when known (epoch milliseconds). */
+  readonly retryAfterMs?: number | undefined;
 }
 
 /** Builds an ErrorEnvelope with the category's default retryable flag. Messages must be user-safe. */
@@ -120,6 +123,7 @@ export function createErrorEnvelope(contractVersion: string, init: ErrorInit): E
       userSafe: true,
       detailsRef: init.detailsRef ?? "",
       violations: init.violations ? [...init.violations] : [],
+      ...(init.retryAfterMs === undefined ? {} : { retryAfterUtc: timestampFromMs(init.retryAfterMs) }),
     },
   });
 }

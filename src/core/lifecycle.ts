@@ -27,6 +27,14 @@ export function isTerminal(state: LifecycleState): boolean {
   return successors[state].length === 0;
 }
 
+/**
+ * Whether reaching this state settles the envelope's budget reservations. An expired envelope keeps
+ * them: whether the work ran, and what it consumed, is unknown until someone reviews it.
+ */
+export function settlesBudgets(state: LifecycleState): boolean {
+  return isTerminal(state) && state !== S.EXPIRED;
+}
+
 /** States the deadline sweeper moves to expired once their deadline and the grace period pass. */
 export const expirableStates: readonly LifecycleState[] = [S.ADMITTED, S.RUNNING];
 

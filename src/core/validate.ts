@@ -107,6 +107,8 @@ export function checkRequest(request: RuntimeRequest, limits: AdmissionLimits, n
     }
   }
 
+  violations.push(...minimumViolations(request.budget));
+
   const input = request.task?.input;
   if (input !== undefined) {
     const inputBytes = Buffer.byteLength(JSON.stringify(input));
@@ -133,6 +135,31 @@ export function checkRequest(request: RuntimeRequest, limits: AdmissionLimits, n
         ]
       : [];
   return { kind: "valid", warnings };
+}
+
+/** Each minimum acceptable amount must lie within what is requested of it. */
+function minimumViolations(budget: RuntimeRequest["budget"]): FieldViolation[] {
+  const minimum = budget?.minimumAcceptable;
+  if (budget === undefined || minimum === undefined) return [];
+  const out: FieldViolation[] = [];
+  const atMost = (field: string, min: number | undefined, max: number | undefined, maxField: string) => {
+    if (min !== undefined && max !== undefined && min > max) {
+      out.push(violation(`budget.minimumAcceptable.${field}`, "minimum.lte_max", `must not exceed budget.${maxField}`));
+    }
+  };
+  atMost("tokens", minimum.tokens, budget.maxTokens, "maxTokens");
+  atMost("costUsd", minimum.costUsd, budget.maxCostUsd, "maxCostUsd");
+  atMost("steps", minimum.steps, budget.maxSteps, "maxSteps");
+  for (const [name, count] of Object.entries(minimum.resources)) {
+    const field = `resources[${JSON.stringify(name)}]`;
+    const requested = budget.resources[name];
+    if (requested === undefined) {
+      out.push(
+        violation(`budget.minimumAcceptable.${field}`, "minimum.requested", `resource "${name}" is not requested`),
+      );
+    } else atMost(field, count, requested, field);
+  }
+  return out;
 }
 
 export function unsupportedVersion(requested: string): FieldViolation {

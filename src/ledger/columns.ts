@@ -73,3 +73,12 @@ export const eventRow = (r: RawEvent): EventRow => ({
   usage: r.usage,
   error: r.error,
 });
+
+/** A budget_reservations row as both stores return it. */
+export interface RawReservation {
+  readonly envelope_id: string;
+  readonly budget_key: string;
+  readonly window_start_ms: number | string;
+  readonly dimension: string;
+  readonly amount: number | string;
+}

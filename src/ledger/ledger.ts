@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { create, fromBinary, type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { type BudgetClaim, budgetRefusal } from "../core/budget.js";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
 import { stateName, usageAgainstGrant } from "../core/lifecycle.js";
@@ -25,7 +26,7 @@ import {
   RecordedUsageSchema,
 } from "../gen/envelope/v1/lifecycle_service_pb.js";
 import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
-import { type RuntimeResponse, RuntimeResponseSchema } from "../gen/envelope/v1/runtime_response_pb.js";
+import { type RuntimeResponse, RuntimeResponseSchema, type Usage } from "../gen/envelope/v1/runtime_response_pb.js";
 import type { EnvelopeRow, EventRow, LedgerStore, ListFilter, NewEvent } from "./store.js";
 
 /** Events of calls on a port without authentication (loopback development) are recorded as caused by this caller. */
@@ -33,11 +34,22 @@ export const unauthenticatedCaller = "unauthenticated";
 
 /** What recording an admitted envelope came to. */
 export type RecordOutcome =
-  | { readonly kind: "recorded"; readonly envelope: ExecutionEnvelope }
+  /**
+   * `regranted` is set when the budgets lowered the grant: the envelope (and its binary encoding)
+   * as stored then differs from the one handed in.
+   */
+  | {
+      readonly kind: "recorded";
+      readonly envelope: ExecutionEnvelope;
+      readonly regranted?: { readonly encoded: Uint8Array } | undefined;
+    }
   /** The same request was admitted before: its envelope, in its current state. */
   | { readonly kind: "existing"; readonly envelope: ExecutionEnvelope }
-  /** The request id or idempotency key was used for a different request. */
-  | { readonly kind: "conflict"; readonly error: ErrorEnvelope };
+  /**
+   * Nothing was recorded: the request id or idempotency key was used for a different request, or a
+   * budget cannot cover the caller's minimum.
+   */
+  | { readonly kind: "refused"; readonly error: ErrorEnvelope };
 
 export type TransitionResult =
   | { readonly kind: "done"; readonly envelope: ExecutionEnvelope; readonly event: LifecycleEvent }
@@ -50,6 +62,8 @@ export interface TransitionRequest {
   readonly reason: string;
   readonly response?: RuntimeResponse;
   readonly error?: ErrorEnvelope;
+  /** What a failed or cancelled execution consumed; a completion's comes with its response. */
+  readonly usage?: Usage | undefined;
 }
 
 export interface LedgerOptions {
@@ -64,6 +78,7 @@ export interface Ledger {
     envelope: ExecutionEnvelope,
     call: { readonly caller?: { readonly principal: string } | undefined },
     encoded?: Uint8Array | undefined,
+    budget?: BudgetClaim | undefined,
   ): Promise<RecordOutcome>;
   transition(request: TransitionRequest): Promise<TransitionResult>;
   get(envelopeId: string): Promise<EnvelopeRecord | undefined>;
@@ -104,7 +119,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
   return {
     store,
 
-    async record(envelope, call, encoded) {
+    async record(envelope, call, encoded, budget) {
       const caller = call.caller?.principal ?? unauthenticatedCaller;
       const request = envelope.request;
       const requestHash = idempotencyHash(envelope);
@@ -133,10 +148,25 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
               { toState: LifecycleState.RECEIVED, atMs: receivedAtMs, caller, reason: "" },
               { toState: envelope.state, atMs: decidedAtMs, caller, reason: decisionReason(envelope) },
             ],
+            budget,
           },
         ]),
       );
-      if (outcome === undefined || outcome.kind === "inserted") return { kind: "recorded", envelope };
+      if (outcome === undefined || outcome.kind === "inserted") {
+        if (outcome?.envelope === undefined) return { kind: "recorded", envelope };
+        const stored = fromBinary(ExecutionEnvelopeSchema, outcome.envelope);
+        return { kind: "recorded", envelope: stored, regranted: { encoded: outcome.envelope } };
+      }
+      if (outcome.kind === "short") {
+        return {
+          kind: "refused",
+          error: createErrorEnvelope(serverContractVersion, {
+            ...budgetRefusal(outcome.shortfalls),
+            requestId: request?.requestId ?? "",
+            traceId: envelope.traceId,
+          }),
+        };
+      }
       const existing = outcome.row;
       if (existing.requestHash === requestHash) return { kind: "existing", envelope: toEnvelope(existing) };
       const byKey = existing.requestId !== request?.requestId;
@@ -144,7 +174,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
       const sameTenant = existing.tenantId === (envelope.policyScope?.tenantId ?? "");
       const which = sameTenant ? ` (envelope ${existing.envelopeId})` : "";
       return {
-        kind: "conflict",
+        kind: "refused",
         error: createErrorEnvelope(serverContractVersion, {
           category: "validation.conflict",
           code: byKey ? "IDEMPOTENCY_KEY_REUSED" : "REQUEST_ID_REUSED",
@@ -161,18 +191,28 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
 
     async transition(t) {
       let usage: Uint8Array | null = null;
-      if (t.to === LifecycleState.COMPLETED) {
+      let spent: Record<string, number> | undefined;
+      const reported = t.to === LifecycleState.COMPLETED ? t.response?.usage : t.usage;
+      if (t.to === LifecycleState.COMPLETED || reported !== undefined) {
         // The grant never changes after admission, so reading it outside the transition's own
         // transaction is safe; the state check happens atomically in the store.
         const row = await store.get(t.envelopeId);
         if (row === undefined) return { kind: "refused", error: envelopeNotFound(t.envelopeId) };
         const granted = fromBinary(ExecutionEnvelopeSchema, row.envelope).granted;
-        usage = toBinary(RecordedUsageSchema, recordedUsage(t.response, granted));
+        const recorded = recordedUsage(reported, granted);
+        usage = toBinary(RecordedUsageSchema, recorded);
+        spent = {
+          tokens: Number(recorded.tokens),
+          costUsdMicros: Number(recorded.costUsdMicros),
+          steps: Number(recorded.steps),
+        };
       }
       const response = t.response === undefined ? null : toBinary(RuntimeResponseSchema, t.response);
       const error = t.error === undefined ? null : toBinary(ErrorEnvelopeSchema, t.error);
       const event: NewEvent = { toState: t.to, atMs: now(), caller: t.caller, reason: t.reason, usage, error };
-      const outcome = committed(await store.transition({ envelopeId: t.envelopeId, event, response, error, usage }));
+      const outcome = committed(
+        await store.transition({ envelopeId: t.envelopeId, event, response, error, usage, spent }),
+      );
       switch (outcome.kind) {
         case "done":
           return { kind: "done", envelope: toEnvelope(outcome.row), event: toEvent(outcome.event) };
@@ -299,8 +339,8 @@ function decisionReason(envelope: ExecutionEnvelope): string {
   return reasons.length === 0 ? "within limits" : reasons.map((r) => r.code).join(", ");
 }
 
-function recordedUsage(response: RuntimeResponse | undefined, granted: ExecutionEnvelope["granted"]): RecordedUsage {
-  const u = usageAgainstGrant(response?.usage, granted);
+function recordedUsage(usage: Usage | undefined, granted: ExecutionEnvelope["granted"]): RecordedUsage {
+  const u = usageAgainstGrant(usage, granted);
   return create(RecordedUsageSchema, {
     tokens: BigInt(u.tokens),
     costUsdMicros: BigInt(u.costUsdMicros),

@@ -3,9 +3,18 @@
 // transaction; what makes it safe across replicas is said where it happens: row locks for
 // transitions, SKIP LOCKED for the sweepers, one advisory lock for the order of events.
 import pg from "pg";
-import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
+import {
+  type Allocation,
+  allocate,
+  type BudgetClaim,
+  type BudgetLine,
+  consumableDimensions,
+  type Reservation,
+} from "../core/budget.js";
+import { checkTransition, eventTimeMs, expirableStates, isTerminal, settlesBudgets } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
-import { envelopeRow, eventRow, type RawEnvelope, type RawEvent } from "./columns.js";
+import { regrantedBytes } from "./budget-rows.js";
+import { envelopeRow, eventRow, type RawEnvelope, type RawEvent, type RawReservation } from "./columns.js";
 import { createGroupCommit } from "./group-commit.js";
 import {
   type AdmitEntry,
@@ -108,6 +117,30 @@ const migrations: readonly { version: number; sql: string }[] = [
         usage             BYTEA,
         error             BYTEA,
         UNIQUE (envelope_id, envelope_sequence)
+      );
+    `,
+  },
+  {
+    version: 2,
+    sql: `
+      -- One row per budget, window and dimension: what is reserved by envelopes that have not ended,
+      -- and what ended ones spent. Held dimensions (concurrent, resources.*) have window 0.
+      CREATE TABLE budget_counters (
+        budget_key      TEXT COLLATE "C" NOT NULL,
+        window_start_ms BIGINT NOT NULL,
+        dimension       TEXT COLLATE "C" NOT NULL,
+        reserved        BIGINT NOT NULL DEFAULT 0,
+        spent           BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (budget_key, window_start_ms, dimension)
+      );
+      -- What each envelope reserved, until it is settled.
+      CREATE TABLE budget_reservations (
+        envelope_id     TEXT COLLATE "C" NOT NULL,
+        budget_key      TEXT COLLATE "C" NOT NULL,
+        window_start_ms BIGINT NOT NULL,
+        dimension       TEXT COLLATE "C" NOT NULL,
+        amount          BIGINT NOT NULL,
+        PRIMARY KEY (envelope_id, budget_key, dimension)
       );
     `,
   },
@@ -256,6 +289,43 @@ async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Pro
     });
   }
 
+  const budgeted = entries.flatMap((e, i) =>
+    isInserted[i] && e.budget !== undefined ? [{ index: i, envelopeId: e.row.envelopeId, claim: e.budget }] : [],
+  );
+  if (budgeted.length > 0) {
+    const allocated = await allocateBudgets(client, budgeted);
+    budgeted.forEach(({ index }, k) => {
+      const allocation = allocated[k] as Allocation;
+      if (allocation.kind === "short") {
+        outcomes[index] = allocation;
+        isInserted[index] = false;
+        return;
+      }
+      const regranted = regrantedBytes((entries[index] as AdmitEntry).row.envelope, allocation);
+      outcomes[index] = { kind: "inserted", envelope: regranted };
+    });
+    const dropped = budgeted.filter(({ index }) => !isInserted[index]).map((b) => b.envelopeId);
+    const rewritten = budgeted.flatMap(({ index, envelopeId }) => {
+      const o = outcomes[index];
+      return o?.kind === "inserted" && o.envelope !== undefined ? [{ envelopeId, envelope: o.envelope }] : [];
+    });
+    if (dropped.length > 0) {
+      await client.query({
+        name: "envelope-drop-short",
+        text: "DELETE FROM envelopes WHERE envelope_id = ANY($1::text[])",
+        values: [dropped],
+      });
+    }
+    if (rewritten.length > 0) {
+      await client.query({
+        name: "envelope-regrant",
+        text: `UPDATE envelopes SET envelope = u.envelope FROM unnest($1::text[], $2::bytea[]) AS u(envelope_id, envelope)
+          WHERE envelopes.envelope_id = u.envelope_id`,
+        values: [rewritten.map((r) => r.envelopeId), rewritten.map((r) => r.envelope)],
+      });
+    }
+  }
+
   const events: NewEventRow[] = [];
   entries.forEach(({ row, events: first }, i) => {
     if (!isInserted[i]) return;
@@ -281,6 +351,127 @@ async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Pro
   });
   if (events.length > 0) await appendEvents(client, events);
   return outcomes as AdmitOutcome[];
+}
+
+/** A counter's identity as one string, for maps. */
+const counterId = (key: string, windowStartMs: number, dimension: string) => `${key}\n${windowStartMs}\n${dimension}`;
+
+/**
+ * Locks every counter the batch touches (in key order, so that batches on several replicas never
+ * wait for each other in a cycle), then allocates each admission in turn, each seeing what the
+ * ones before it reserved, and records the reservations.
+ */
+async function allocateBudgets(
+  client: Client,
+  admissions: readonly { envelopeId: string; claim: BudgetClaim }[],
+): Promise<Allocation[]> {
+  const counters = new Map<string, { key: string; windowStartMs: number; dimension: string }>();
+  for (const { claim } of admissions) {
+    for (const l of claim.lines) counters.set(counterId(l.key, l.windowStartMs, l.dimension), l);
+  }
+  const ids = [...counters.keys()].sort();
+  const keys = ids.map((id) => counters.get(id) as { key: string; windowStartMs: number; dimension: string });
+  const columns = [keys.map((k) => k.key), keys.map((k) => k.windowStartMs), keys.map((k) => k.dimension)];
+  await client.query({
+    name: "envelope-budget-counters",
+    text: `INSERT INTO budget_counters (budget_key, window_start_ms, dimension)
+      SELECT k, w, d FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS u(k, w, d, ord)
+      ORDER BY ord ON CONFLICT DO NOTHING`,
+    values: columns,
+  });
+  const { rows } = await client.query<{ budget_key: string; window_start_ms: string; dimension: string; used: string }>(
+    {
+      name: "envelope-budget-lock",
+      text: `SELECT c.budget_key, c.window_start_ms, c.dimension, c.reserved + c.spent AS used
+      FROM budget_counters c JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
+        ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d
+      ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
+      values: columns,
+    },
+  );
+  const used = new Map(
+    rows.map((r) => [counterId(r.budget_key, Number(r.window_start_ms), r.dimension), Number(r.used)]),
+  );
+  const reserved = new Map<string, number>();
+  const reservations: { envelopeId: string; r: Reservation }[] = [];
+  const allocations = admissions.map(({ envelopeId, claim }) => {
+    const allocation = allocate(claim, (l) => used.get(counterId(l.key, l.windowStartMs, l.dimension)) ?? 0);
+    if (allocation.kind === "granted") {
+      for (const r of allocation.reservations) {
+        const id = counterId(r.key, r.windowStartMs, r.dimension);
+        used.set(id, (used.get(id) ?? 0) + r.amount);
+        reserved.set(id, (reserved.get(id) ?? 0) + r.amount);
+        reservations.push({ envelopeId, r });
+      }
+    }
+    return allocation;
+  });
+  if (reservations.length > 0) {
+    await addToCounters(client, reserved, new Map());
+    await client.query({
+      name: "envelope-budget-reserve",
+      text: `INSERT INTO budget_reservations (envelope_id, budget_key, window_start_ms, dimension, amount)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])`,
+      values: [
+        reservations.map((x) => x.envelopeId),
+        reservations.map((x) => x.r.key),
+        reservations.map((x) => x.r.windowStartMs),
+        reservations.map((x) => x.r.dimension),
+        reservations.map((x) => x.r.amount),
+      ],
+    });
+  }
+  return allocations;
+}
+
+/** Adds to counters' reserved and spent amounts (negative to release); the rows are locked already. */
+async function addToCounters(client: Client, reserved: Map<string, number>, spent: Map<string, number>) {
+  const ids = [...new Set([...reserved.keys(), ...spent.keys()])];
+  const parts = ids.map((id) => id.split("\n") as [string, string, string]);
+  await client.query({
+    name: "envelope-budget-add",
+    text: `UPDATE budget_counters c SET reserved = c.reserved + u.reserved, spent = c.spent + u.spent
+      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(k, w, d, reserved, spent)
+      WHERE c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`,
+    values: [
+      parts.map((p) => p[0]),
+      parts.map((p) => Number(p[1])),
+      parts.map((p) => p[2]),
+      ids.map((id) => reserved.get(id) ?? 0),
+      ids.map((id) => spent.get(id) ?? 0),
+    ],
+  });
+}
+
+/**
+ * Releases the reservations of envelopes that ended, counting what each consumed as spent: the
+ * counters are locked in key order first, like allocateBudgets does.
+ */
+async function settleBudgets(client: Client, ended: ReadonlyMap<string, Readonly<Record<string, number>> | undefined>) {
+  const { rows } = await client.query<RawReservation>({
+    name: "envelope-budget-reservations",
+    text: "DELETE FROM budget_reservations WHERE envelope_id = ANY($1::text[]) RETURNING *",
+    values: [[...ended.keys()]],
+  });
+  if (rows.length === 0) return;
+  const reserved = new Map<string, number>();
+  const spent = new Map<string, number>();
+  for (const r of rows) {
+    const id = counterId(r.budget_key, Number(r.window_start_ms), r.dimension);
+    reserved.set(id, (reserved.get(id) ?? 0) - Number(r.amount));
+    const used = consumableDimensions.has(r.dimension) ? (ended.get(r.envelope_id)?.[r.dimension] ?? 0) : 0;
+    spent.set(id, (spent.get(id) ?? 0) + used);
+  }
+  const ids = [...reserved.keys()].sort();
+  const parts = ids.map((id) => id.split("\n") as [string, string, string]);
+  await client.query({
+    name: "envelope-budget-lock-settle",
+    text: `SELECT 1 FROM budget_counters c JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
+        ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d
+      ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
+    values: [parts.map((p) => p[0]), parts.map((p) => Number(p[1])), parts.map((p) => p[2])],
+  });
+  await addToCounters(client, reserved, spent);
 }
 
 interface Move {
@@ -377,6 +568,12 @@ async function transitionBatch(client: Client, inputs: readonly TransitionInput[
     });
   }
   if (events.length === 0) return outcomes as TransitionOutcome[];
+  const ended = new Map<string, Readonly<Record<string, number>> | undefined>();
+  inputs.forEach((input, i) => {
+    if (outcomes[i]?.kind === "pending" && settlesBudgets(input.event.toState))
+      ended.set(input.envelopeId, input.spent);
+  });
+  if (ended.size > 0) await settleBudgets(client, ended);
   const appended = await appendAndMove(client, events, moves.values());
   const bySequence = new Map(appended.map((e) => [`${e.envelopeId}\n${e.envelopeSequence}`, e]));
   return outcomes.map((o) => {
@@ -436,7 +633,8 @@ async function compactOld(client: Client, lastEventBeforeMs: number, limit: numb
     name: "envelope-compact",
     text: `
       WITH doomed AS (
-        SELECT envelope_id FROM envelopes WHERE state IN (${terminalStates}) AND last_event_ms < $1
+        SELECT envelope_id FROM envelopes e WHERE state IN (${terminalStates}) AND last_event_ms < $1
+          AND NOT EXISTS (SELECT 1 FROM budget_reservations r WHERE r.envelope_id = e.envelope_id)
         ORDER BY last_event_ms LIMIT $2 FOR UPDATE SKIP LOCKED
       ), gone_events AS (
         DELETE FROM events WHERE envelope_id IN (SELECT envelope_id FROM doomed)
@@ -667,6 +865,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       entries.length === 0 ? [] : admissions.submit(entries),
     ),
     transition: guard("transition", (input: TransitionInput) => transitions.submit(input)),
+    budgetUsage: guard("read budgets", async (lines: readonly BudgetLine[]) => {
+      if (lines.length === 0) return [];
+      const rows = await query<{ budget_key: string; window_start_ms: string; dimension: string; used: string }>(
+        "envelope-budget-usage",
+        `SELECT budget_key, window_start_ms, dimension, reserved + spent AS used FROM budget_counters c
+          JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
+            ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`,
+        [lines.map((l) => l.key), lines.map((l) => l.windowStartMs), lines.map((l) => l.dimension)],
+      );
+      const used = new Map(
+        rows.map((r) => [counterId(r.budget_key, Number(r.window_start_ms), r.dimension), Number(r.used)]),
+      );
+      return lines.map((l) => used.get(counterId(l.key, l.windowStartMs, l.dimension)) ?? 0);
+    }),
     get: guard("get", async (envelopeId: string) => {
       const rows = await query<RawEnvelope>(
         "envelope-get",

@@ -2,9 +2,11 @@
 // inside a worker thread (sqlite-worker.ts) and never on the event loop that serves requests; the
 // worker runs every batch of operations in one transaction with one sync (group commit).
 import Database from "better-sqlite3";
-import { checkTransition, eventTimeMs, expirableStates, isTerminal } from "../core/lifecycle.js";
+import { allocate, type BudgetLine, consumableDimensions } from "../core/budget.js";
+import { checkTransition, eventTimeMs, expirableStates, isTerminal, settlesBudgets } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
-import { envelopeRow, eventRow, type RawEnvelope, type RawEvent } from "./columns.js";
+import { regrantedBytes } from "./budget-rows.js";
+import { envelopeRow, eventRow, type RawEnvelope, type RawEvent, type RawReservation } from "./columns.js";
 import type {
   AdmitEntry,
   AdmitOutcome,
@@ -78,6 +80,30 @@ const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- One row per budget, window and dimension: what is reserved by envelopes that have not ended,
+      -- and what ended ones spent. Held dimensions (concurrent, resources.*) have window 0.
+      CREATE TABLE budget_counters (
+        budget_key      TEXT NOT NULL,
+        window_start_ms INTEGER NOT NULL,
+        dimension       TEXT NOT NULL,
+        reserved        INTEGER NOT NULL DEFAULT 0,
+        spent           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (budget_key, window_start_ms, dimension)
+      ) WITHOUT ROWID;
+      -- What each envelope reserved, until it is settled.
+      CREATE TABLE budget_reservations (
+        envelope_id     TEXT NOT NULL,
+        budget_key      TEXT NOT NULL,
+        window_start_ms INTEGER NOT NULL,
+        dimension       TEXT NOT NULL,
+        amount          INTEGER NOT NULL,
+        PRIMARY KEY (envelope_id, budget_key, dimension)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export const sqliteSchemaVersion = migrations.at(-1)?.version ?? 0;
@@ -125,6 +151,14 @@ export class SqliteLedger {
   private readonly updateEnvelope;
   private readonly selectEvents;
   private readonly selectLatestSeq;
+  private readonly selectCounter;
+  private readonly reserve;
+  private readonly insertReservation;
+  private readonly selectReservations;
+  private readonly settle;
+  private readonly deleteReservations;
+  private readonly deleteEnvelope;
+  private readonly updateEnvelopeBytes;
 
   constructor(private readonly db: Database.Database) {
     this.insertEnvelope = db.prepare(
@@ -151,6 +185,27 @@ export class SqliteLedger {
     );
     this.selectEvents = db.prepare("SELECT * FROM events WHERE envelope_id = ? ORDER BY envelope_sequence");
     this.selectLatestSeq = db.prepare("SELECT coalesce(max(seq), 0) AS seq FROM events").pluck();
+    this.selectCounter = db
+      .prepare(
+        "SELECT reserved + spent FROM budget_counters WHERE budget_key = ? AND window_start_ms = ? AND dimension = ?",
+      )
+      .pluck();
+    this.reserve = db.prepare(
+      `INSERT INTO budget_counters (budget_key, window_start_ms, dimension, reserved) VALUES (?, ?, ?, ?)
+       ON CONFLICT DO UPDATE SET reserved = reserved + excluded.reserved`,
+    );
+    this.insertReservation = db.prepare(
+      `INSERT INTO budget_reservations (envelope_id, budget_key, window_start_ms, dimension, amount)
+       VALUES (?, ?, ?, ?, ?)`,
+    );
+    this.selectReservations = db.prepare("SELECT * FROM budget_reservations WHERE envelope_id = ?");
+    this.settle = db.prepare(
+      `UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ?
+       WHERE budget_key = ? AND window_start_ms = ? AND dimension = ?`,
+    );
+    this.deleteReservations = db.prepare("DELETE FROM budget_reservations WHERE envelope_id = ?");
+    this.deleteEnvelope = db.prepare("DELETE FROM envelopes WHERE envelope_id = ?");
+    this.updateEnvelopeBytes = db.prepare("UPDATE envelopes SET envelope = ? WHERE envelope_id = ?");
   }
 
   /**
@@ -197,7 +252,7 @@ export class SqliteLedger {
   }
 
   admit(entries: readonly AdmitEntry[]): AdmitOutcome[] {
-    return entries.map(({ row, events }) => {
+    return entries.map(({ row, events, budget }) => {
       const last = events.at(-1);
       const inserted = this.insertEnvelope.run({
         ...row,
@@ -213,6 +268,21 @@ export class SqliteLedger {
         const existing = this.selectExisting.get(row.requestId, row.tenantId, row.idempotencyKey) as RawEnvelope;
         return { kind: "existing", row: envelopeRow(existing) };
       }
+      let regranted: Uint8Array | undefined;
+      if (budget !== undefined) {
+        // Inserted first, so that a repeated request reserves nothing; undone when a budget is short.
+        const allocation = allocate(budget, (line) => this.counter(line.key, line.windowStartMs, line.dimension));
+        if (allocation.kind === "short") {
+          this.deleteEnvelope.run(row.envelopeId);
+          return allocation;
+        }
+        for (const r of allocation.reservations) {
+          this.reserve.run(r.key, r.windowStartMs, r.dimension, r.amount);
+          this.insertReservation.run(row.envelopeId, r.key, r.windowStartMs, r.dimension, r.amount);
+        }
+        regranted = regrantedBytes(row.envelope, allocation);
+        if (regranted !== undefined) this.updateEnvelopeBytes.run(regranted, row.envelopeId);
+      }
       let from = LifecycleState.UNSPECIFIED;
       let previousMs = 0;
       events.forEach((e, i) => {
@@ -220,8 +290,26 @@ export class SqliteLedger {
         this.appendEvent(row.envelopeId, i + 1, row.tenantId, row.kind, from, previousMs, e);
         from = e.toState;
       });
-      return { kind: "inserted" };
+      return { kind: "inserted", envelope: regranted };
     });
+  }
+
+  private counter(key: string, windowStartMs: number, dimension: string): number {
+    return (this.selectCounter.get(key, windowStartMs, dimension) as number | undefined) ?? 0;
+  }
+
+  /** Releases an ended envelope's reservations and counts what it consumed as spent. */
+  private settleBudgets(envelopeId: string, spent: Readonly<Record<string, number>> | undefined): void {
+    const reservations = this.selectReservations.all(envelopeId) as RawReservation[];
+    for (const r of reservations) {
+      const used = consumableDimensions.has(r.dimension) ? (spent?.[r.dimension] ?? 0) : 0;
+      this.settle.run(r.amount, used, r.budget_key, r.window_start_ms, r.dimension);
+    }
+    if (reservations.length > 0) this.deleteReservations.run(envelopeId);
+  }
+
+  budgetUsage(lines: readonly BudgetLine[]): number[] {
+    return lines.map((l) => this.counter(l.key, l.windowStartMs, l.dimension));
   }
 
   private appendEvent(
@@ -267,6 +355,7 @@ export class SqliteLedger {
       input.usage ?? null,
       raw.envelopeId,
     );
+    if (settlesBudgets(input.event.toState)) this.settleBudgets(raw.envelopeId, input.spent);
     return {
       kind: "done",
       row: envelopeRow(this.selectEnvelope.get(raw.envelopeId) as RawEnvelope),
@@ -356,7 +445,8 @@ export class SqliteLedger {
   compact(lastEventBeforeMs: number, limit: number): number {
     const ids = this.db
       .prepare(
-        `SELECT envelope_id FROM envelopes WHERE state IN (${terminalStates}) AND last_event_ms < ?
+        `SELECT envelope_id FROM envelopes e WHERE state IN (${terminalStates}) AND last_event_ms < ?
+           AND NOT EXISTS (SELECT 1 FROM budget_reservations r WHERE r.envelope_id = e.envelope_id)
          ORDER BY last_event_ms LIMIT ?`,
       )
       .pluck()

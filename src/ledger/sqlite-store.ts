@@ -114,6 +114,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
     latestSeq: call("latestSeq"),
     expire: call("expire"),
     compact: call("compact"),
+    budgetUsage: call("budgetUsage"),
     async close() {
       if (failure !== undefined) return;
       // Let queued work finish first: what was acknowledged stays acknowledged.

@@ -2,6 +2,7 @@
 // stores hold bytes and columns; src/ledger/ledger.ts turns them into contract messages. Every write
 // is atomic, and the lifecycle rules (src/core/lifecycle.ts) are applied inside the store's own
 // transaction, so that two replicas on one database cannot both move an envelope.
+import type { BudgetClaim, BudgetLine, BudgetShort } from "../core/budget.js";
 import type { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 
 /** "process": a commit survives the process crashing; "fsync": it also survives power loss. */
@@ -67,10 +68,19 @@ export interface AdmitEntry {
   readonly row: Omit<EnvelopeRow, "lastEventMs" | "eventCount">;
   /** The envelope's first events, in order (received, then the decision). */
   readonly events: readonly NewEvent[];
+  /**
+   * What to reserve from the budgets, in the same transaction. The store allocates with the core's
+   * allocate() against its counters: it lowers the grant (re-encoding the envelope) where a budget
+   * has less left, or inserts nothing when a budget is short of the caller's minimum.
+   */
+  readonly budget?: BudgetClaim | undefined;
 }
 
 export type AdmitOutcome =
-  | { readonly kind: "inserted" }
+  /** `envelope` is set when the budgets lowered the grant: the envelope as stored. */
+  | { readonly kind: "inserted"; readonly envelope?: Uint8Array | undefined }
+  /** A budget cannot cover the minimum; nothing was inserted or reserved. */
+  | { readonly kind: "short"; readonly shortfalls: readonly BudgetShort[] }
   /** An envelope with the same requestId, or the same tenant and idempotency key, exists. */
   | { readonly kind: "existing"; readonly row: EnvelopeRow };
 
@@ -81,6 +91,12 @@ export interface TransitionInput {
   readonly response?: Uint8Array | null;
   readonly error?: Uint8Array | null;
   readonly usage?: Uint8Array | null;
+  /**
+   * What the execution consumed, per consumable budget dimension ("tokens", "costUsdMicros",
+   * "steps"). On a move to an end state other than expired, the envelope's reservations are
+   * released and this much is counted as spent in each budget it reserved from.
+   */
+  readonly spent?: Readonly<Record<string, number>> | undefined;
 }
 
 export type TransitionOutcome =
@@ -128,6 +144,8 @@ export interface LedgerStore {
   eventsAfter(afterSeq: number, tenantId: string | undefined, limit: number): Promise<EventRow[]>;
   /** The seq of the latest committed event (0 when none): where a Watch "from now" starts. */
   latestSeq(): Promise<number>;
+  /** What each budget counter holds now (reserved plus spent), in the order of the lines. */
+  budgetUsage(lines: readonly BudgetLine[]): Promise<number[]>;
   /** Moves envelopes past their deadline to expired; returns the events appended. */
   expire(input: ExpiryInput): Promise<EventRow[]>;
   /** Deletes terminal envelopes (and their events) whose latest event is before the time. */

@@ -4,6 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type AdmissionConfig, admit, explain } from "../core/admit.js";
+import { type BudgetClaim, type BudgetLine, budgetLines, budgetSubject } from "../core/budget.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import type { DelegationParent } from "../core/delegation.js";
@@ -53,7 +54,12 @@ export interface CallContext {
  */
 export interface EnvelopeRecorder {
   /** `encoded` is the envelope in the binary format, when the transport already has it. */
-  record(envelope: ExecutionEnvelope, call: CallContext, encoded: Uint8Array | undefined): Promise<RecordOutcome>;
+  record(
+    envelope: ExecutionEnvelope,
+    call: CallContext,
+    encoded: Uint8Array | undefined,
+    budget: BudgetClaim | undefined,
+  ): Promise<RecordOutcome>;
 }
 
 /**
@@ -79,6 +85,8 @@ export interface AdmissionServiceOptions {
   readonly recorder?: EnvelopeRecorder;
   /** Looks an envelope up in the ledger, in its current state: the parents of delegated requests. */
   readonly envelopes?: (envelopeId: string) => Promise<ExecutionEnvelope | undefined>;
+  /** Reads the budgets' counters (reserved plus spent), for Explain's best grant right now. */
+  readonly budgetUsage?: (lines: readonly BudgetLine[]) => Promise<number[]>;
   /** Defaults to Date.now. */
   readonly now?: () => number;
 }
@@ -103,9 +111,16 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
 
     async explain(request, call) {
       const runtimeRequest = request.request ?? create(RuntimeRequestSchema);
+      const nowMs = now();
       let parent: DelegationParent | undefined;
+      let usage: Map<string, number> | undefined;
       try {
         parent = await delegationParent(runtimeRequest);
+        if (options.budgetUsage !== undefined && config.budgets.length > 0) {
+          const lines = budgetLines(config.budgets, budgetSubject(runtimeRequest), nowMs);
+          const counters = await options.budgetUsage(lines);
+          usage = new Map(lines.map((l, i) => [counterName(l), counters[i] ?? 0]));
+        }
       } catch (cause) {
         if (!(cause instanceof LedgerUnavailableError)) throw cause;
         // The request cannot be judged now: that is the one reason to give.
@@ -116,9 +131,11 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         });
       }
       const explanation = explain(runtimeRequest, config, {
-        nowMs: now(),
+        nowMs,
         caller: call.caller,
         delegationParent: parent,
+        // The core derives the same lines from the same request and time.
+        budgetUsage: usage === undefined ? undefined : (line) => usage.get(counterName(line)) ?? 0,
       });
       return create(ExplainResponseSchema, {
         admissible: explanation.blocking.length === 0,
@@ -162,7 +179,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
       const encoded = call.encodeEnvelope?.(result.envelope);
       let recorded: RecordOutcome;
       try {
-        recorded = await recorder.record(result.envelope, call, encoded);
+        recorded = await recorder.record(result.envelope, call, encoded, result.budget);
       } catch (cause) {
         // A recorder stopped by the caller's cancellation or deadline is not a fault of ours.
         const stopped = stoppedBefore(call, now(), request.requestId, traceId, "the envelope was recorded");
@@ -172,15 +189,21 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         }
         throw cause;
       }
-      if (recorded.kind === "conflict") return { kind: "rejected", error: recorded.error };
-      // An envelope admitted before is answered as stored now, in its current state.
+      if (recorded.kind === "refused") return { kind: "rejected", error: recorded.error };
+      // An envelope admitted before is answered as stored now, in its current state; one whose grant
+      // the budgets lowered, as stored too.
+      if (recorded.kind === "existing") return { kind: "admitted", envelope: recorded.envelope, encoded: undefined };
       return {
         kind: "admitted",
         envelope: recorded.envelope,
-        encoded: recorded.kind === "recorded" ? encoded : undefined,
+        encoded: recorded.regranted === undefined ? encoded : recorded.regranted.encoded,
       };
     },
   };
+}
+
+function counterName(line: BudgetLine): string {
+  return `${line.key}\n${line.windowStartMs}\n${line.dimension}`;
 }
 
 /**

@@ -106,7 +106,7 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     requestSchema: DescMessage,
     to: LifecycleState,
     call: CallContext,
-    extra: Pick<Parameters<Ledger["transition"]>[0], "response" | "error"> = {},
+    extra: Pick<Parameters<Ledger["transition"]>[0], "response" | "error" | "usage"> = {},
   ): Promise<Answer<MessageShape<Desc>>> => {
     const invalid = validate(requestSchema, request);
     if (invalid !== undefined) return invalid;
@@ -136,10 +136,13 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
       guard(() =>
         transition(FailResponseSchema, r, FailRequestSchema, LifecycleState.FAILED, call, {
           ...(r.error === undefined ? {} : { error: r.error }),
+          usage: r.usage,
         }),
       ),
     cancel: (r, call) =>
-      guard(() => transition(CancelResponseSchema, r, CancelRequestSchema, LifecycleState.CANCELLED, call)),
+      guard(() =>
+        transition(CancelResponseSchema, r, CancelRequestSchema, LifecycleState.CANCELLED, call, { usage: r.usage }),
+      ),
 
     getEnvelope: (r, call) =>
       guard<GetEnvelopeResponse>(async () => {

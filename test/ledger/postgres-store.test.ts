@@ -47,13 +47,14 @@ describe("postgres store: two replicas on one database", () => {
   });
 
   it("applies each migration once when both open at once", async () => {
-    expect([...a.migrated, ...b.migrated]).toEqual([postgresSchemaVersion]);
+    const every = Array.from({ length: postgresSchemaVersion }, (_, i) => i + 1);
+    expect([...a.migrated, ...b.migrated].sort()).toEqual(every);
     expect(await migratePostgres(url)).toEqual([]);
     const client = new pg.Client({ connectionString: url });
     await client.connect();
-    const { rows } = await client.query("SELECT version FROM schema_migrations");
+    const { rows } = await client.query("SELECT version FROM schema_migrations ORDER BY version");
     await client.end();
-    expect(rows).toEqual([{ version: 1 }]);
+    expect(rows.map((r) => r.version)).toEqual(every);
   });
 
   it("inserts exactly one of many admissions racing on one idempotency key", async () => {
@@ -236,7 +237,7 @@ describe("postgres store: rows, errors and schema", () => {
     await client.query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (99, 0)");
     await client.end();
     await expect(openPostgresStore({ url, durability: "process" })).rejects.toThrow(
-      /schema is version 99, newer than this release knows \(1\); upgrade Envelope/,
+      /schema is version 99, newer than this release knows \(2\); upgrade Envelope/,
     );
   });
 });

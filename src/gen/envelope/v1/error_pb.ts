@@ -6,13 +6,15 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { HumanReview } from "./common_pb.js";
 import { file_envelope_v1_common } from "./common_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file envelope/v1/error.proto.
  */
 export const file_envelope_v1_error: GenFile = /*@__PURE__*/
-  fileDesc("ChdlbnZlbG9wZS92MS9lcnJvci5wcm90bxILZW52ZWxvcGUudjEizQEKDUVycm9yRW52ZWxvcGUSGAoQY29udHJhY3RfdmVyc2lvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEg4KBnN0YXR1cxgDIAEoCRInCgVlcnJvchgEIAEoCzIYLmVudmVsb3BlLnYxLkVycm9yRGV0YWlsEhAKCHRyYWNlX2lkGAUgASgJEi4KDGh1bWFuX3JldmlldxgGIAEoCzIYLmVudmVsb3BlLnYxLkh1bWFuUmV2aWV3EhMKC2VudmVsb3BlX2lkGAcgASgJItABCgtFcnJvckRldGFpbBIQCghjYXRlZ29yeRgBIAEoCRIMCgRjb2RlGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSFgoJcmV0cnlhYmxlGAQgASgISACIAQESFgoJdXNlcl9zYWZlGAUgASgISAGIAQESEwoLZGV0YWlsc19yZWYYBiABKAkSLwoKdmlvbGF0aW9ucxgHIAMoCzIbLmVudmVsb3BlLnYxLkZpZWxkVmlvbGF0aW9uQgwKCl9yZXRyeWFibGVCDAoKX3VzZXJfc2FmZSI+Cg5GaWVsZFZpb2xhdGlvbhINCgVmaWVsZBgBIAEoCRIMCgRydWxlGAIgASgJEg8KB21lc3NhZ2UYAyABKAliBnByb3RvMw", [file_envelope_v1_common]);
+  fileDesc("ChdlbnZlbG9wZS92MS9lcnJvci5wcm90bxILZW52ZWxvcGUudjEizQEKDUVycm9yRW52ZWxvcGUSGAoQY29udHJhY3RfdmVyc2lvbhgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEg4KBnN0YXR1cxgDIAEoCRInCgVlcnJvchgEIAEoCzIYLmVudmVsb3BlLnYxLkVycm9yRGV0YWlsEhAKCHRyYWNlX2lkGAUgASgJEi4KDGh1bWFuX3JldmlldxgGIAEoCzIYLmVudmVsb3BlLnYxLkh1bWFuUmV2aWV3EhMKC2VudmVsb3BlX2lkGAcgASgJIoUCCgtFcnJvckRldGFpbBIQCghjYXRlZ29yeRgBIAEoCRIMCgRjb2RlGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSFgoJcmV0cnlhYmxlGAQgASgISACIAQESFgoJdXNlcl9zYWZlGAUgASgISAGIAQESEwoLZGV0YWlsc19yZWYYBiABKAkSLwoKdmlvbGF0aW9ucxgHIAMoCzIbLmVudmVsb3BlLnYxLkZpZWxkVmlvbGF0aW9uEjMKD3JldHJ5X2FmdGVyX3V0YxgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDAoKX3JldHJ5YWJsZUIMCgpfdXNlcl9zYWZlIj4KDkZpZWxkVmlvbGF0aW9uEg0KBWZpZWxkGAEgASgJEgwKBHJ1bGUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCWIGcHJvdG8z", [file_envelope_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * ErrorEnvelope is the contract's stable error: the same shape for a rejected Admit (sent as a
@@ -121,6 +123,14 @@ export type ErrorDetail = Message<"envelope.v1.ErrorDetail"> & {
    * @generated from field: repeated envelope.v1.FieldViolation violations = 7;
    */
   violations: FieldViolation[];
+
+  /**
+   * The earliest time a retry could succeed, when the server knows it (additive in contract 2.1),
+   * e.g. when a budget's window renews.
+   *
+   * @generated from field: google.protobuf.Timestamp retry_after_utc = 8;
+   */
+  retryAfterUtc?: Timestamp | undefined;
 };
 
 /**

@@ -3,7 +3,7 @@
 // an unknown major is rejected, naming what is supported.
 
 /** The contract version this server implements. */
-export const serverContractVersion = "2.0";
+export const serverContractVersion = "2.1";
 const server = parse(serverContractVersion) as ContractVersion;
 
 /** Majors accepted; each accepts every minor. */

@@ -108,7 +108,7 @@ describe.each(protocolNames)("over %s", (protocol) => {
 
   it("answers GetCapabilities with versions, limits, features and the error table", async () => {
     const caps = await client().getCapabilities({});
-    expect(caps.contractVersion).toBe("2.0");
+    expect(caps.contractVersion).toBe("2.1");
     expect(caps.supportedContractVersions).toEqual(["2.x"]);
     expect(caps.limits?.maxTokensPerRequest).toBe(128_000);
     expect(caps.limits?.maxMessageBytes).toBe(1024 * 1024);

@@ -109,7 +109,7 @@ describe("static tokens", () => {
       const stream = c.lifecycle.watchEnvelopes({ fromBeginning: true });
       await refused(stream[Symbol.asyncIterator]().next(), "CREDENTIALS_MISSING");
       const capabilities = await c.admission.getCapabilities({}, bearer(tokens.ci as string));
-      expect(capabilities.contractVersion).toBe("2.0");
+      expect(capabilities.contractVersion).toBe("2.1");
     });
   });
 

@@ -1,8 +1,14 @@
 // One conformance suite for every ledger store: each store's test file calls it with a way to open a
 // fresh, empty store on real storage. What a store must do is defined here once.
 import { randomUUID } from "node:crypto";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
+import type { BudgetLine } from "../../src/core/budget.js";
+import {
+  DecisionOutcome,
+  ExecutionEnvelopeSchema,
+  LifecycleState as S,
+} from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import type { AdmitEntry, LedgerStore, NewEvent } from "../../src/ledger/store.js";
 
 export interface StoreFactory {
@@ -50,6 +56,43 @@ export function entry(init: {
       usage: null,
     },
     events,
+  };
+}
+
+/** A tenant's daily budget lines (window 1 day from epoch day 1), one per limit. */
+function dailyLines(tenantId: string, limits: Record<string, number>): BudgetLine[] {
+  return Object.entries(limits).map(([dimension, limit]) => {
+    const held = dimension === "concurrent";
+    return {
+      budget: "daily",
+      key: `daily/tenant:${tenantId}`,
+      dimension,
+      limit,
+      windowStartMs: held ? 0 : 86_400_000,
+      windowEndMs: held ? 0 : 172_800_000,
+      window: "day",
+    };
+  });
+}
+
+/** An admission wanting `tokens` from the budget lines, with a real envelope the store can re-grant. */
+function budgetEntry(tenantId: string, lines: readonly BudgetLine[], tokens: number, deadlineMs = 0): AdmitEntry {
+  const base = entry({ tenantId, deadlineMs });
+  const envelope = create(ExecutionEnvelopeSchema, {
+    envelopeId: base.row.envelopeId,
+    granted: { tokens, costUsdMicros: 1000n, steps: 3 },
+    decision: {
+      outcome: DecisionOutcome.ADMITTED,
+      policyDecisions: [
+        { decisionId: `${base.row.envelopeId}/budgets`, checkpoint: "admission.budget", effect: "reserve" },
+      ],
+    },
+    state: S.ADMITTED,
+  });
+  return {
+    ...base,
+    row: { ...base.row, envelope: toBinary(ExecutionEnvelopeSchema, envelope) },
+    budget: { lines, wanted: { tokens, concurrent: 1 }, minimum: {} },
   };
 }
 
@@ -270,6 +313,83 @@ export function describeStoreConformance(name: string, factory: StoreFactory): v
       expect(await store.get(old.row.envelopeId)).toBeUndefined();
       expect(await store.events(old.row.envelopeId)).toEqual([]);
       expect((await store.get(live.row.envelopeId))?.state).toBe(S.ADMITTED);
+    });
+
+    it("reserves from budgets: the grant lowered to what is left, nothing inserted below the minimum", async () => {
+      const tenantId = `tenant-budget-${randomUUID()}`;
+      const lines = dailyLines(tenantId, { tokens: 1000, concurrent: 2 });
+      const first = budgetEntry(tenantId, lines, 600);
+      expect(await store.admit([first])).toEqual([{ kind: "inserted" }]);
+      expect(await store.budgetUsage(lines)).toEqual([600, 1]);
+
+      const second = budgetEntry(tenantId, lines, 600);
+      const [clamped] = await store.admit([second]);
+      expect(clamped?.kind).toBe("inserted");
+      const stored = fromBinary(
+        ExecutionEnvelopeSchema,
+        (await store.get(second.row.envelopeId))?.envelope ?? new Uint8Array(),
+      );
+      expect(stored.granted?.tokens).toBe(400);
+      expect(stored.decision?.outcome).toBe(DecisionOutcome.ADMITTED_PARTIAL);
+      expect(stored.decision?.reasons.map((r) => [r.code, r.dimension])).toEqual([["GRANT_CLAMPED", "tokens"]]);
+      expect(clamped?.kind === "inserted" && [...(clamped.envelope ?? [])]).toEqual([
+        ...toBinary(ExecutionEnvelopeSchema, stored),
+      ]);
+      expect(await store.budgetUsage(lines)).toEqual([1000, 2]);
+
+      const third = budgetEntry(tenantId, lines, 600);
+      const [short] = await store.admit([third]);
+      expect(short?.kind).toBe("short");
+      if (short?.kind !== "short") return;
+      expect(short.shortfalls.map((x) => [x.line.dimension, x.remaining]).sort()).toEqual([
+        ["concurrent", 0],
+        ["tokens", 0],
+      ]);
+      expect(await store.get(third.row.envelopeId)).toBeUndefined();
+      expect(await store.events(third.row.envelopeId)).toEqual([]);
+      expect(await store.budgetUsage(lines)).toEqual([1000, 2]);
+      // A repeat of an admitted request reserves nothing more.
+      expect(
+        (
+          await store.admit([{ ...budgetEntry(tenantId, lines, 600), row: { ...first.row, envelopeId: "env_repeat" } }])
+        )[0]?.kind,
+      ).toBe("existing");
+      expect(await store.budgetUsage(lines)).toEqual([1000, 2]);
+    });
+
+    it("settles a reservation when the envelope ends: usage spent, the rest given back; expiry keeps it", async () => {
+      const tenantId = `tenant-settle-${randomUUID()}`;
+      const lines = dailyLines(tenantId, { tokens: 1000, concurrent: 5 });
+      const [completed, expired, cancelled] = [600, 300, 100].map((t) => budgetEntry(tenantId, lines, t, 50_000));
+      for (const e of [completed, expired, cancelled]) await store.admit([e as AdmitEntry]);
+      expect(await store.budgetUsage(lines)).toEqual([1000, 3]);
+
+      const id = (e: AdmitEntry | undefined) => e?.row.envelopeId ?? "";
+      await store.transition({ envelopeId: id(completed), event: event(S.RUNNING) });
+      await store.transition({ envelopeId: id(completed), event: event(S.COMPLETED), spent: { tokens: 250 } });
+      expect(await store.budgetUsage(lines)).toEqual([650, 2]);
+
+      await store.transition({ envelopeId: id(cancelled), event: event(S.CANCELLED) });
+      expect(await store.budgetUsage(lines)).toEqual([550, 1]);
+
+      const errors = new Map([[S.ADMITTED, new Uint8Array([1])]]);
+      await store.expire({ deadlineBeforeMs: 60_000, nowMs: 3_000_000, limit: 1000, errors, reasons: new Map() });
+      expect((await store.get(id(expired)))?.state).toBe(S.EXPIRED);
+      expect(await store.budgetUsage(lines)).toEqual([550, 1]);
+      // Compaction keeps an expired envelope whose reservation waits for review.
+      await store.compact(Number.MAX_SAFE_INTEGER, 10_000);
+      expect(await store.get(id(completed))).toBeUndefined();
+      expect((await store.get(id(expired)))?.state).toBe(S.EXPIRED);
+    });
+
+    it("never grants more than a budget to concurrent admissions", async () => {
+      const tenantId = `tenant-race-${randomUUID()}`;
+      const lines = dailyLines(tenantId, { tokens: 1000 });
+      const racers = Array.from({ length: 30 }, () => budgetEntry(tenantId, lines, 100));
+      const outcomes = (await Promise.all(racers.map((e) => store.admit([e])))).flat();
+      expect(outcomes.filter((o) => o.kind === "inserted")).toHaveLength(10);
+      expect(outcomes.filter((o) => o.kind === "short")).toHaveLength(20);
+      expect(await store.budgetUsage(lines)).toEqual([1000]);
     });
 
     it("takes many concurrent admissions and transitions", async () => {

@@ -576,7 +576,7 @@ describe("admit: the envelope", () => {
     const env = admitted(admit(r, config, { nowMs, receivedAtMs: nowMs - 5, ...ids }));
     expect(env.envelopeId).toBe(ids.envelopeId);
     expect(env.traceId).toBe(ids.traceId);
-    expect(env.contractVersion).toBe("2.0");
+    expect(env.contractVersion).toBe("2.1");
     expect(env.request?.requestId).toBe(r.requestId);
     expect(Number(env.decidedAt?.seconds) * 1000 + Math.floor((env.decidedAt?.nanos ?? 0) / 1e6)).toBe(nowMs);
     expect(Number(env.receivedAt?.seconds) * 1000 + Math.floor((env.receivedAt?.nanos ?? 0) / 1e6)).toBe(nowMs - 5);

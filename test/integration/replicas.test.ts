@@ -1,8 +1,10 @@
 // Several replicas on one PostgreSQL behave as one service: two servers, each with its own
 // connections, over real sockets. Idempotency, lifecycle transitions and Watch hold across them.
 import { randomUUID } from "node:crypto";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { loadConfig } from "../../src/config/config.js";
 import { LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import type { LifecycleEvent, WatchEnvelopesResponse } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import { rejection } from "../helpers/rejection.js";
@@ -12,13 +14,20 @@ import { createDatabase } from "../support/postgres.js";
 
 let a: TestServer;
 let b: TestServer;
+let postgresUrl: string;
+const dailyTokens = 50_000;
+// One tenant (fresh in each database) has a daily allowance; the other tests' tenant has none.
+const raceTenant = "tenant-race";
+const budgets = loadConfig({
+  overrides: { "budgets.definitions": [{ name: "daily", tenant: raceTenant, window: "day", tokens: dailyTokens }] },
+}).budgets;
 beforeAll(async () => {
-  const postgresUrl = await createDatabase();
+  postgresUrl = await createDatabase();
   const ledger = { store: "postgres", postgresUrl, expiryGraceMs: 0, sweepIntervalMs: 3_600_000 } as const;
   // Both start at once, as replicas behind a load balancer would: migrations must not race.
   [a, b] = await Promise.all([
-    startTestServer({ config: { ledger: ledger as never } }),
-    startTestServer({ config: { ledger: ledger as never } }),
+    startTestServer({ config: { budgets, ledger: ledger as never } }),
+    startTestServer({ config: { budgets, ledger: ledger as never } }),
   ]);
 });
 afterAll(async () => {
@@ -115,4 +124,53 @@ it("sweeps expired envelopes from either replica exactly once", async () => {
     const { record } = await a.lifecycle[grpc].getEnvelope({ envelopeId: e.envelopeId });
     expect(record?.events.filter((x) => x.toState === S.EXPIRED)).toHaveLength(1);
   }
+});
+
+it("never grants more than a tenant's budget to many clients racing through both replicas, and settles to the usage", async () => {
+  const tenant = raceTenant;
+  // 80 clients ask for 1,000 to 3,000 tokens each: about three times the budget in all.
+  const asks = Array.from({ length: 80 }, (_, i) => 1000 + ((i * 739) % 2001));
+  const answers = await Promise.allSettled(
+    asks.map((tokens, i) => {
+      const request = freshRequest();
+      (request.tenant as NonNullable<typeof request.tenant>).id = tenant;
+      (request.budget as NonNullable<typeof request.budget>).maxTokens = tokens;
+      return (i % 2 === 0 ? a : b).clients[grpc].admit(request);
+    }),
+  );
+  const admitted = answers.flatMap((x) => (x.status === "fulfilled" ? [x.value] : []));
+  const refused = answers.flatMap((x) => (x.status === "rejected" ? [ConnectError.from(x.reason)] : []));
+  expect(refused.every((e) => e.code === Code.ResourceExhausted)).toBe(true);
+  const granted = admitted.reduce((sum, e) => sum + (e.granted?.tokens ?? 0), 0);
+  // Demand exceeds the budget, so it is used up exactly, never exceeded.
+  expect(granted).toBe(dailyTokens);
+  expect(refused.length).toBeGreaterThan(0);
+
+  // Each execution reports some usage, one of them above its grant; each replica settles half.
+  const used = admitted.map((e, i) =>
+    i === 0 ? (e.granted?.tokens ?? 0) + 50 : Math.floor((e.granted?.tokens ?? 0) / 3),
+  );
+  await Promise.all(
+    admitted.map(async (e, i) => {
+      const replica = i % 2 === 0 ? b : a;
+      await replica.lifecycle[grpc].start({ envelopeId: e.envelopeId });
+      await replica.lifecycle[grpc].complete({
+        envelopeId: e.envelopeId,
+        response: {
+          contractVersion: "2.1",
+          requestId: e.request?.requestId ?? "",
+          status: "completed",
+          usage: { promptTokens: used[i] ?? 0, outputTokens: 0 },
+        },
+      });
+    }),
+  );
+  const client = new pg.Client({ connectionString: postgresUrl });
+  await client.connect();
+  const { rows } = await client.query(
+    "SELECT reserved::int, spent::int FROM budget_counters WHERE budget_key = $1 AND dimension = 'tokens'",
+    [`daily/tenant:${tenant}`],
+  );
+  await client.end();
+  expect(rows).toEqual([{ reserved: 0, spent: used.reduce((x, y) => x + y, 0) }]);
 });

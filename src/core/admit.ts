@@ -91,7 +91,14 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   if (decided.kind === "rejected") {
     return rejected({ ...ids, ...decided, envelopeId: "" });
   }
-  const budgeted = applyBudgets(normalized, decided, config, inputs.nowMs, `${inputs.envelopeId}/budgets`);
+  const budgeted = applyBudgets(
+    normalized,
+    decided,
+    config,
+    inputs.nowMs,
+    `${inputs.envelopeId}/budgets`,
+    parentEnvelope(inputs.delegationParent),
+  );
   if (budgeted.kind === "rejected") return rejected({ ...ids, ...budgeted.refusal });
 
   // The envelope's messages are object literals of their generated types rather than create()
@@ -167,7 +174,14 @@ export function explain(
     block(static_);
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
-  const budgeted = applyBudgets(normalized, static_, config, inputs.nowMs, "explain/budgets");
+  const budgeted = applyBudgets(
+    normalized,
+    static_,
+    config,
+    inputs.nowMs,
+    "explain/budgets",
+    parentEnvelope(inputs.delegationParent),
+  );
   if (budgeted.kind === "rejected") {
     block(budgeted.refusal);
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
@@ -245,6 +259,10 @@ function delegationRefusal(request: RuntimeRequest, parent: DelegationParent | u
         : `the delegated request does not fit inside its parent envelope in ${violations.length} fields`,
     violations,
   };
+}
+
+function parentEnvelope(parent: DelegationParent | undefined): ExecutionEnvelope | undefined {
+  return parent?.kind === "found" ? parent.envelope : undefined;
 }
 
 function requestedAmounts(normalized: RuntimeRequest): Amounts {

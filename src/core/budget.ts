@@ -15,8 +15,12 @@ import type { Amounts, Decided } from "./decide.js";
 import type { ErrorInit } from "./errors.js";
 import { usdToMicros, violation } from "./validate.js";
 
-/** "request" caps each request; the others are calendar windows in UTC that renew when they end. */
-export type BudgetWindow = "request" | "minute" | "hour" | "day" | "month";
+/**
+ * "request" caps each request; the others are calendar windows in UTC that renew when they end.
+ * "parent" is not configured: it is the grant of the envelope a delegated request derives from,
+ * which its delegated requests draw on together and which never renews.
+ */
+export type BudgetWindow = "request" | "minute" | "hour" | "day" | "month" | "parent";
 export const budgetWindows: readonly BudgetWindow[] = ["request", "minute", "hour", "day", "month"];
 
 /** Whose allowance it is: the tenant's, or each actor's or each session's within the tenant. */
@@ -153,6 +157,24 @@ export function budgetLines(
   return lines;
 }
 
+/**
+ * A delegated request's budget is drawn from its parent's grant: all the requests delegated from
+ * one envelope together get no more tokens, cost and steps than it was granted.
+ */
+export function parentLines(parent: ExecutionEnvelope): BudgetLine[] {
+  const g = parent.granted;
+  const limits = { tokens: g?.tokens ?? 0, costUsdMicros: Number(g?.costUsdMicros ?? 0n), steps: g?.steps ?? 0 };
+  return Object.entries(limits).map(([dimension, limit]) => ({
+    budget: `parent ${parent.envelopeId}`,
+    key: `parent/${parent.envelopeId}`,
+    dimension,
+    limit,
+    windowStartMs: 0,
+    windowEndMs: 0,
+    window: "parent" as const,
+  }));
+}
+
 /** Per-request caps of the budgets that apply ("request" window): the lowest per dimension. */
 export function requestCaps(
   definitions: readonly BudgetDefinition[],
@@ -228,6 +250,7 @@ function amountText(dimension: string, amount: number): string {
 
 /** "this day (until 2026-11-23T00:00:00.000Z)", or how a held dimension frees up. */
 function renewal(line: BudgetLine): string {
+  if (line.window === "parent") return "of the parent envelope's grant";
   if (line.windowEndMs === 0) return "until a running execution ends";
   return `this ${line.window} (it renews at ${new Date(line.windowEndMs).toISOString()})`;
 }
@@ -310,10 +333,11 @@ export function applyBudgets(
   config: { readonly budgets: readonly BudgetDefinition[]; readonly budgetsVersion: string },
   nowMs: number,
   decisionId: string,
+  parent?: ExecutionEnvelope | undefined,
 ): Budgeted {
   const minimum = minimumAmounts(request.budget?.minimumAcceptable);
   const noMinimum = request.budget?.minimumAcceptable === undefined;
-  if (config.budgets.length === 0 && noMinimum) return { ...decided, claim: undefined };
+  if (config.budgets.length === 0 && noMinimum && parent === undefined) return { ...decided, claim: undefined };
 
   const subject = budgetSubject(request);
   const granted = dimensionsOf(decided.granted);
@@ -349,6 +373,7 @@ export function applyBudgets(
     };
   }
   const lines = budgetLines(config.budgets, subject, nowMs);
+  if (parent !== undefined) lines.push(...parentLines(parent));
   const capped = reasons.length > decided.reasons.length;
   if (lines.length === 0 && !capped) return { ...decided, claim: undefined };
   const policyDecisions = [

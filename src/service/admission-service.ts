@@ -4,7 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type AdmissionConfig, admit, explain } from "../core/admit.js";
-import { type BudgetClaim, type BudgetLine, budgetLines, budgetSubject } from "../core/budget.js";
+import { type BudgetClaim, type BudgetLine, budgetLines, budgetSubject, parentLines } from "../core/budget.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import type { DelegationParent } from "../core/delegation.js";
@@ -116,8 +116,9 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
       let usage: Map<string, number> | undefined;
       try {
         parent = await delegationParent(runtimeRequest);
-        if (options.budgetUsage !== undefined && config.budgets.length > 0) {
-          const lines = budgetLines(config.budgets, budgetSubject(runtimeRequest), nowMs);
+        const delegated = parent?.kind === "found" ? parentLines(parent.envelope) : [];
+        if (options.budgetUsage !== undefined && (config.budgets.length > 0 || delegated.length > 0)) {
+          const lines = [...budgetLines(config.budgets, budgetSubject(runtimeRequest), nowMs), ...delegated];
           const counters = await options.budgetUsage(lines);
           usage = new Map(lines.map((l, i) => [counterName(l), counters[i] ?? 0]));
         }

@@ -101,3 +101,37 @@ it("refuses a delegation it cannot check on a server without a ledger", async ()
     await bare.close();
   }
 });
+
+it("draws delegated budgets from the parent's grant: together they never exceed it", async () => {
+  const parent = await grpc().admit(freshRequest()); // 4000 tokens, $0.05, 6 steps
+  const from = (tokens: number) =>
+    child((r) => {
+      (r.actor as NonNullable<typeof r.actor>).delegationId = parent.envelopeId;
+      (r.budget as NonNullable<typeof r.budget>).maxTokens = tokens;
+      (r.budget as NonNullable<typeof r.budget>).maxSteps = 1;
+    });
+  const first = await grpc().admit(from(3000));
+  expect(first.granted?.tokens).toBe(3000);
+  const second = await grpc().admit(from(3000));
+  expect(second.granted?.tokens).toBe(1000);
+  expect(second.decision?.reasons[0]?.message).toContain("1000 tokens left of the parent envelope's grant");
+  const { envelope } = await rejection(grpc().admit(from(3000)));
+  expect(envelope.error).toMatchObject({ category: "capacity", code: "BUDGET_EXHAUSTED" });
+  expect(envelope.error?.retryAfterUtc).toBeUndefined();
+  // Explain sees the same: nothing is left now.
+  expect((await grpc().explain({ request: from(10) })).admissible).toBe(false);
+
+  // The first child used 500 of its 3000: the other 2500 go back to the parent's grant.
+  await t.lifecycle["gRPC (grpc-js port)"].start({ envelopeId: first.envelopeId });
+  await t.lifecycle["gRPC (grpc-js port)"].complete({
+    envelopeId: first.envelopeId,
+    response: {
+      contractVersion: "2.1",
+      requestId: first.request?.requestId ?? "",
+      status: "completed",
+      usage: { promptTokens: 500 },
+    },
+  });
+  expect((await grpc().explain({ request: from(4000) })).bestGrant?.tokens).toBe(2500);
+  expect((await grpc().admit(from(4000))).granted?.tokens).toBe(2500);
+});

@@ -40,6 +40,8 @@ export interface EnvelopeConfig {
   readonly ledger: LedgerConfig;
   /** Grants by caller principal; empty: every caller may act for every tenant. */
   readonly authorization: { readonly callers: Readonly<Record<string, CallerGrant>> };
+  /** The CEL policy bundle (YAML or JSON), read at start and again on SIGHUP; empty: no policy. */
+  readonly policy: { readonly file: string };
 }
 
 /** Bearer JWTs (auth jwt), verified locally against a JWKS. */
@@ -90,6 +92,7 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
   log: { level: "info" as LogLevel },
   shutdown: { drainMs: 0 },
   authorization: { callers: {} },
+  policy: { file: "" },
   ledger: {
     store: "sqlite",
     dataDir: "envelope-data",
@@ -281,6 +284,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   "log.level": { parse: oneOf("debug", "info", "warn", "error"), target: ["log", "level"] },
   "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
   "authorization.callers": { parse: callerGrants, target: ["authorization", "callers"], json: true },
+  "policy.file": { parse: nonEmpty("a policy bundle file path (YAML or JSON)"), target: ["policy", "file"] },
   "ledger.store": { parse: oneOf("sqlite", "postgres", "none"), target: ["ledger", "store"] },
   "ledger.dataDir": { parse: nonEmpty("a directory path"), target: ["ledger", "dataDir"] },
   "ledger.postgresUrl": { parse: postgresUrl, target: ["ledger", "postgresUrl"] },

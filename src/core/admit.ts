@@ -15,14 +15,17 @@ import {
   type RequestedResources,
 } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import type { PolicyBundle } from "../policy/bundle.js";
+import { evaluatePolicy, type PolicyVerdict } from "../policy/evaluate.js";
 import { type Authorization, type AuthorizationRules, authorizeAdmission } from "./authorize.js";
 import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
 import { type Amounts, decideStatic } from "./decide.js";
 import { checkDelegation, type DelegationParent } from "./delegation.js";
 import { createErrorEnvelope, type ErrorInit } from "./errors.js";
-import { type KindRule, resolveKind } from "./execution-kind.js";
+import { type KindRule, kindName, resolveKind } from "./execution-kind.js";
 import type { AdmissionLimits } from "./limits.js";
+import { applyCaps, approvalReasons, policyRefusal, policyWarnings } from "./policy.js";
 import { checkRequest, type RequestCheck, usdToMicros } from "./validate.js";
 
 /** Everything admission decides with, fixed for the life of a configuration. */
@@ -36,6 +39,11 @@ export interface AdmissionConfig {
   readonly defaultTraceContentMode: string;
   /** Which callers may act for which tenants, actors, scopes and tools; empty: no restriction. */
   readonly authorization: AuthorizationRules;
+  /**
+   * The policy bundle in force, read once per call so that a reload (SIGHUP) takes effect for the
+   * next call without rebuilding the configuration; unset or undefined: no policy.
+   */
+  readonly policy?: (() => PolicyBundle | undefined) | undefined;
 }
 
 /** Per-call inputs the core does not produce itself. */
@@ -73,6 +81,20 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   if (decided.kind === "rejected") {
     return rejected({ ...ids, ...decided, envelopeId: "" });
   }
+  const kind = resolveKind(
+    normalized.task as NonNullable<RuntimeRequest["task"]>,
+    config.kindRules,
+    config.fallbackKind,
+  );
+  const bundle = config.policy?.();
+  const judged =
+    bundle === undefined
+      ? undefined
+      : judgePolicy(bundle, normalized, kind, requested, decided.granted, inputs.caller, `${inputs.envelopeId}/policy`);
+  if (judged?.refusal !== undefined) return rejected({ ...ids, ...judged.refusal });
+  const granted = judged === undefined ? decided.granted : judged.granted;
+  const clamped = decided.reasons.length > 0 || (judged !== undefined && judged.capReasons.length > 0);
+  const pending = judged !== undefined && judged.verdict.approvals.length > 0;
 
   // The envelope's messages are object literals of their generated types rather than create()
   // calls: create() converts every field of its init generically, which for these small messages
@@ -85,18 +107,30 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     envelopeId: inputs.envelopeId,
     contractVersion: serverContractVersion,
     request: normalized,
-    kind: resolveKind(normalized.task as NonNullable<RuntimeRequest["task"]>, config.kindRules, config.fallbackKind),
+    kind,
     requested: resources<RequestedResources>("envelope.v1.RequestedResources", requested, deadline),
     policyScope: policyScope(normalized),
-    granted: resources<GrantedResources>("envelope.v1.GrantedResources", decided.granted, deadline),
+    granted: resources<GrantedResources>("envelope.v1.GrantedResources", granted, deadline),
     decision: {
       $typeName: "envelope.v1.Decision",
-      outcome: decided.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,
-      reasons: [...decided.reasons],
-      policyDecisions: [...decided.policyDecisions],
-      warnings: [...(inputs.decodeWarnings ?? []), ...check.warnings],
+      outcome: pending
+        ? DecisionOutcome.PENDING_APPROVAL
+        : clamped
+          ? DecisionOutcome.ADMITTED_PARTIAL
+          : DecisionOutcome.ADMITTED,
+      reasons:
+        judged === undefined
+          ? [...decided.reasons]
+          : [...decided.reasons, ...judged.capReasons, ...approvalReasons(judged.verdict)],
+      policyDecisions:
+        judged === undefined ? [...decided.policyDecisions] : [...decided.policyDecisions, ...judged.verdict.decisions],
+      warnings:
+        judged === undefined
+          ? [...(inputs.decodeWarnings ?? []), ...check.warnings]
+          : [...(inputs.decodeWarnings ?? []), ...check.warnings, ...policyWarnings(judged.verdict)],
     },
-    state: LifecycleState.ADMITTED,
+    // An envelope a rule holds for approval waits in pending_approval until Approve or Deny.
+    state: pending ? LifecycleState.PENDING_APPROVAL : LifecycleState.ADMITTED,
     receivedAt: inputs.receivedAtMs === undefined ? now : timestampFromMs(inputs.receivedAtMs),
     decidedAt: now,
     traceId: inputs.traceId,
@@ -107,7 +141,7 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
 /** What Admit would say of a request, every blocking reason included: Explain's answer. */
 export interface Explanation {
   readonly outcome: DecisionOutcome;
-  /** In the order Admit checks them: validation, authorization, policy. */
+  /** In the order Admit checks them: validation, authorization, policy (the limits, then the bundle's rules). */
   readonly blocking: readonly ErrorDetail[];
   /** Unset when the request is too malformed to judge its amounts. */
   readonly bestGrant: GrantedResources | undefined;
@@ -139,22 +173,72 @@ export function explain(
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
   const normalized = normalize(request, config);
-  const decided = decideStatic(requestedAmounts(normalized), config.limits, config.limitsVersion, "explain/limits");
+  const requested = requestedAmounts(normalized);
+  const decided = decideStatic(requested, config.limits, config.limitsVersion, "explain/limits");
+  if (decided.kind === "rejected") block(decided);
+  // Policy rules judge the request even when the limits refuse it: every blocking reason is listed.
+  const bundle = config.policy?.();
+  const kind = resolveKind(
+    normalized.task as NonNullable<RuntimeRequest["task"]>,
+    config.kindRules,
+    config.fallbackKind,
+  );
+  const granted = decided.kind === "granted" ? decided.granted : requested;
+  const judged =
+    bundle === undefined
+      ? undefined
+      : judgePolicy(bundle, normalized, kind, requested, granted, inputs.caller, "explain/policy");
+  if (judged?.refusal !== undefined) block(judged.refusal);
   if (decided.kind === "rejected") {
-    block(decided);
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
+  const grantReasons = judged === undefined ? [...decided.reasons] : [...decided.reasons, ...judged.capReasons];
   const outcome =
     blocking.length > 0
       ? DecisionOutcome.REJECTED
-      : decided.reasons.length > 0
-        ? DecisionOutcome.ADMITTED_PARTIAL
-        : DecisionOutcome.ADMITTED;
+      : judged !== undefined && judged.verdict.approvals.length > 0
+        ? DecisionOutcome.PENDING_APPROVAL
+        : grantReasons.length > 0
+          ? DecisionOutcome.ADMITTED_PARTIAL
+          : DecisionOutcome.ADMITTED;
   return {
     outcome,
     blocking,
-    bestGrant: resources<GrantedResources>("envelope.v1.GrantedResources", decided.granted, normalized.deadlineUtc),
-    grantReasons: [...decided.reasons],
+    bestGrant: resources<GrantedResources>(
+      "envelope.v1.GrantedResources",
+      judged === undefined ? decided.granted : judged.granted,
+      normalized.deadlineUtc,
+    ),
+    grantReasons,
+  };
+}
+
+interface PolicyJudgement {
+  readonly verdict: PolicyVerdict;
+  /** Set when a rule denies the request (or could not be evaluated). */
+  readonly refusal: ErrorInit | undefined;
+  /** The grant after the bundle's caps. */
+  readonly granted: Amounts;
+  readonly capReasons: readonly DecisionReason[];
+}
+
+/** Evaluates the bundle on a valid, normalized request, after the static limits. */
+function judgePolicy(
+  bundle: PolicyBundle,
+  normalized: RuntimeRequest,
+  kind: ExecutionKind,
+  requested: Amounts,
+  granted: Amounts,
+  caller: Caller | undefined,
+  decisionId: string,
+): PolicyJudgement {
+  const verdict = evaluatePolicy(bundle, { request: normalized, kind: kindName(kind), requested, caller, decisionId });
+  const capped = applyCaps(granted, verdict.caps);
+  return {
+    verdict,
+    refusal: policyRefusal(verdict, bundle.version),
+    granted: capped.granted,
+    capReasons: capped.reasons,
   };
 }
 

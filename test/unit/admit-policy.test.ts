@@ -6,6 +6,7 @@ import { type AdmissionConfig, type AdmissionResult, admit, explain } from "../.
 import { createCaller } from "../../src/core/caller.js";
 import { DecisionOutcome, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import { type PolicyBundle, parsePolicyBundle } from "../../src/policy/bundle.js";
+import { loadPolicyFile } from "../../src/policy/load.js";
 import { admissionConfig } from "../../src/server.js";
 import { freshRequest } from "../helpers/requests.js";
 
@@ -200,5 +201,42 @@ describe("explain with a policy bundle", () => {
     const pending = explainWith(bundleOf(approval));
     expect(pending.outcome).toBe(DecisionOutcome.PENDING_APPROVAL);
     expect(pending.blocking).toEqual([]);
+  });
+});
+
+describe("the example bundle (examples/policy.yaml)", () => {
+  const example = loadPolicyFile(new URL("../../examples/policy.yaml", import.meta.url).pathname);
+  if (example.kind !== "ok") throw new Error(`examples/policy.yaml: ${example.problems.join("; ")}`);
+
+  it("admits the sample request, and holds it for approval at high risk", () => {
+    const plain = envelopeOf(admitWith(example.bundle));
+    expect(plain.decision?.policyDecisions[1]).toMatchObject({
+      effect: "allow",
+      policyVersion: example.bundle.version,
+    });
+    const high = envelopeOf(
+      admitWith(example.bundle, (r) => {
+        (r.risk as NonNullable<typeof r.risk>).level = "high";
+      }),
+    );
+    expect(high.state).toBe(LifecycleState.PENDING_APPROVAL);
+  });
+
+  it("caps a trial tenant and halves an evaluation's GPUs", () => {
+    const trial = envelopeOf(
+      admitWith(example.bundle, (r) => {
+        (r.tenant as NonNullable<typeof r.tenant>).id = "trial-42";
+        (r.budget as NonNullable<typeof r.budget>).maxTokens = 20_000;
+        (r.budget as NonNullable<typeof r.budget>).maxCostUsd = 2;
+      }),
+    );
+    expect([trial.granted?.tokens, trial.granted?.costUsdMicros]).toEqual([8000, 500_000n]);
+    const evaluation = envelopeOf(
+      admitWith(example.bundle, (r) => {
+        (r.task as NonNullable<typeof r.task>).kind = "evaluation";
+        (r.budget as NonNullable<typeof r.budget>).resources = { gpu: 6 };
+      }),
+    );
+    expect(evaluation.granted?.resources).toEqual({ gpu: 3 });
   });
 });

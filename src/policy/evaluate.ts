@@ -70,7 +70,7 @@ export function evaluatePolicy(bundle: PolicyBundle, input: PolicyInput): Policy
   const approvals: PolicyFinding[] = [];
   const caps = new Map<CapDimension, PolicyCap>();
   const decisions: PolicyDecision[] = [];
-  const vars = bindings(input);
+  const vars: Bindings = new PolicyBindings(input);
   const decide = (rule: PolicyRule, effect: string) => {
     const decisionId = `${input.decisionId}/${rule.name}`;
     decisions.push(policyDecision(decisionId, effect, bundle.version));
@@ -154,42 +154,47 @@ type Bindings = Parameters<Program>[0];
 /**
  * The variables of one evaluation. Each is converted for CEL once, when a rule first reads it, and
  * shared by every rule of the bundle: the request as a protobuf message (no copy), the maps built
- * on demand.
+ * on demand. A class, so that one evaluation allocates one small object until a rule reads a map.
  */
-function bindings(input: PolicyInput): Bindings {
-  let request: ReturnType<typeof reflect> | undefined;
-  let requested: ReturnType<typeof celMap> | undefined;
-  let caller: ReturnType<typeof celMap> | undefined;
-  return {
-    get request() {
-      request ??= reflect(RuntimeRequestSchema, input.request);
-      return request;
-    },
-    kind: input.kind,
-    get requested() {
-      const r = input.requested;
-      requested ??= celMap(
-        new Map<string, bigint | ReturnType<typeof celMap>>([
-          ["tokens", BigInt(r.tokens)],
-          ["costUsdMicros", BigInt(r.costUsdMicros)],
-          ["steps", BigInt(r.steps)],
-          ["resources", celMap(new Map(Object.entries(r.resources).map(([k, v]) => [k, BigInt(v)])))],
-        ]),
-      );
-      return requested;
-    },
-    get caller() {
-      const c = input.caller;
-      caller ??= celMap(
-        new Map<string, string | ReturnType<typeof celList>>([
-          ["principal", c?.principal ?? ""],
-          ["subject", c?.subject ?? ""],
-          ["scopes", celList(c === undefined ? [] : [...c.scopes])],
-        ]),
-      );
-      return caller;
-    },
-  };
+class PolicyBindings {
+  private reflected: ReturnType<typeof reflect> | undefined;
+  private requestedMap: ReturnType<typeof celMap> | undefined;
+  private callerMap: ReturnType<typeof celMap> | undefined;
+  readonly kind: string;
+
+  constructor(private readonly input: PolicyInput) {
+    this.kind = input.kind;
+  }
+
+  get request(): ReturnType<typeof reflect> {
+    this.reflected ??= reflect(RuntimeRequestSchema, this.input.request);
+    return this.reflected;
+  }
+
+  get requested(): ReturnType<typeof celMap> {
+    const r = this.input.requested;
+    this.requestedMap ??= celMap(
+      new Map<string, bigint | ReturnType<typeof celMap>>([
+        ["tokens", BigInt(r.tokens)],
+        ["costUsdMicros", BigInt(r.costUsdMicros)],
+        ["steps", BigInt(r.steps)],
+        ["resources", celMap(new Map(Object.entries(r.resources).map(([k, v]) => [k, BigInt(v)])))],
+      ]),
+    );
+    return this.requestedMap;
+  }
+
+  get caller(): ReturnType<typeof celMap> {
+    const c = this.input.caller;
+    this.callerMap ??= celMap(
+      new Map<string, string | ReturnType<typeof celList>>([
+        ["principal", c?.principal ?? ""],
+        ["subject", c?.subject ?? ""],
+        ["scopes", celList(c === undefined ? [] : [...c.scopes])],
+      ]),
+    );
+    return this.callerMap;
+  }
 }
 
 /** A literal rather than create(), as in core/decide. */

@@ -129,6 +129,17 @@ describe("envelope policy check", () => {
   });
 });
 
+describe("envelope validate with policy.file", () => {
+  it("judges the request with the configuration's bundle too", async () => {
+    const config = file("validate.yaml", `policy:\n  file: ${file("validate-policy.yaml", denyAcme)}\n`);
+    const request = file("request.json", JSON.stringify(freshRequestJson()));
+    const out = await envelope(["validate", "--config", config, request]);
+    expect(out.code).toBe(1);
+    expect(out.stdout).toContain("invalid (policy POLICY_DENIED): tenant-acme is paused");
+    expect(out.stdout).toContain("[policy:no-acme]");
+  });
+});
+
 describe("envelope serve with policy.file", () => {
   it("refuses to start with a bad bundle, naming its problems", async () => {
     const out = await envelope(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"], {

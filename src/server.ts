@@ -16,6 +16,8 @@ import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
 import { createLedger } from "./ledger/ledger.js";
 import { type Maintenance, startMaintenance } from "./ledger/maintenance.js";
 import { openLedgerStore } from "./ledger/open.js";
+import type { PolicyBundle } from "./policy/bundle.js";
+import { loadPolicyFile } from "./policy/load.js";
 import { contractFiles } from "./schema.js";
 import { createAdmissionService, type EnvelopeRecorder } from "./service/admission-service.js";
 import { createLifecycleService } from "./service/lifecycle-service.js";
@@ -38,7 +40,19 @@ export interface RunningServer {
   close(): Promise<void>;
   /** The ledger's background work, when there is a ledger. */
   readonly maintenance: Maintenance | undefined;
+  /**
+   * Reads policy.file again (on SIGHUP) and puts the new bundle in force for the next call, as a
+   * whole; a bad one is refused and logged, and the bundle in force stays.
+   */
+  reloadPolicy(): PolicyReload;
 }
+
+export type PolicyReload =
+  | { readonly kind: "loaded"; readonly version: string; readonly rules: number }
+  /** The new bundle's problems; the bundle in force (its version) stays. */
+  | { readonly kind: "refused"; readonly problems: readonly string[]; readonly inForce: string | undefined }
+  /** No policy.file is configured: nothing to reload. */
+  | { readonly kind: "none" };
 
 export interface StartOptions {
   readonly log: Logger;
@@ -58,6 +72,9 @@ export const features = Object.freeze([
   "admission.explain",
 ]);
 
+/** Announced when a policy bundle is configured (policy.file). */
+export const policyFeature = "policy.cel";
+
 export async function startServer(config: EnvelopeConfig, options: StartOptions): Promise<RunningServer> {
   const { log } = options;
   refuseUnauthenticatedExposure(config, log);
@@ -65,7 +82,10 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
   const auth = listenerAuthenticators(config, options);
   const grpcTls = listenerTls(config, config.grpc);
   const httpTls = listenerTls(config, config.http);
-  const admission = admissionConfig(config);
+  // The bundle is compiled now: a bad one stops start-up with its problems, before the ledger opens.
+  const policyFile = config.policy.file;
+  let bundle = policyFile === "" ? undefined : loadPolicyBundle(policyFile);
+  const admission = admissionConfig(config, policyFile === "" ? undefined : () => bundle);
   const opened = await openLedgerStore(config.ledger);
   const ledger =
     opened === undefined
@@ -74,7 +94,11 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
   const recorder = options.recorder ?? ledger;
   const service = createAdmissionService({
     config: admission,
-    features: ledger === undefined ? features : [...features, ...ledgerFeatures(opened?.store.kind ?? "")],
+    features: [
+      ...features,
+      ...(ledger === undefined ? [] : ledgerFeatures(opened?.store.kind ?? "")),
+      ...(policyFile === "" ? [] : [policyFeature]),
+    ],
     ...(recorder === undefined ? {} : { recorder }),
     ...(ledger === undefined ? {} : { envelopes: ledger.envelope, budgetUsage: ledger.store.budgetUsage }),
     ...(options.now === undefined ? {} : { now: options.now }),
@@ -135,6 +159,9 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     http: http.address,
     contractVersion: service.capabilities().contractVersion,
     limitsVersion: admission.limitsVersion,
+    ...(bundle === undefined
+      ? {}
+      : { policy: { file: policyFile, version: bundle.version, rules: bundle.rules.length } }),
     auth: { grpc: listenerSecurity(config.grpc), http: listenerSecurity(config.http) },
     ledger:
       opened === undefined ? "none" : { store: opened.store.kind, at: opened.location, migrated: opened.migrated },
@@ -152,6 +179,21 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
     httpAddress: http.address,
     setServing,
     maintenance,
+    reloadPolicy() {
+      if (policyFile === "") {
+        log.warn("policy.reload.skipped", { message: "no policy.file is configured: nothing to reload" });
+        return { kind: "none" };
+      }
+      const loaded = loadPolicyFile(policyFile);
+      if (loaded.kind !== "ok") {
+        log.error("policy.reload.refused", { file: policyFile, problems: loaded.problems, inForce: bundle?.version });
+        return { kind: "refused", problems: loaded.problems, inForce: bundle?.version };
+      }
+      // One assignment: a call reads the bundle once, so it sees the old one or the new one, whole.
+      bundle = loaded.bundle;
+      log.info("policy.reloaded", { file: policyFile, version: bundle.version, rules: bundle.rules.length });
+      return { kind: "loaded", version: bundle.version, rules: bundle.rules.length };
+    },
     async close() {
       setServing(false);
       await Promise.all([
@@ -178,8 +220,11 @@ function ledgerFeatures(storeKind: string): string[] {
   return ["ledger", `ledger.${storeKind}`, "lifecycle.v1"];
 }
 
-/** The admission core's configuration, with a version that names these exact limits. */
-export function admissionConfig(config: EnvelopeConfig): AdmissionConfig {
+/**
+ * The admission core's configuration, with a version that names these exact limits; `policy` gives
+ * the bundle in force at each call.
+ */
+export function admissionConfig(config: EnvelopeConfig, policy?: () => PolicyBundle | undefined): AdmissionConfig {
   return {
     limits: config.limits,
     limitsVersion: `static-limits@${fingerprintOf({ limits: config.limits, kinds: config.executionKinds })}`,
@@ -189,12 +234,20 @@ export function admissionConfig(config: EnvelopeConfig): AdmissionConfig {
     authorization: new Map(Object.entries(config.authorization.callers)),
     budgets: config.budgets.definitions,
     budgetsVersion: `budgets@${fingerprintOf(config.budgets.definitions)}`,
+    ...(policy === undefined ? {} : { policy }),
   };
 }
 
 /** A short hash naming a piece of configuration in policy decisions. */
 function fingerprintOf(value: unknown): string {
   return createHash("sha256").update(JSON.stringify(value)).digest("hex").slice(0, 12);
+}
+
+/** The bundle of policy.file, or a ConfigError with its problems. */
+export function loadPolicyBundle(file: string): PolicyBundle {
+  const loaded = loadPolicyFile(file);
+  if (loaded.kind !== "ok") throw new ConfigError(loaded.problems.map((p) => `policy.file (${file}): ${p}`));
+  return loaded.bundle;
 }
 
 /**

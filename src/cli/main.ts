@@ -3,6 +3,7 @@ import { runBench } from "./bench.js";
 import type { Command } from "./command.js";
 import { runDisclosure } from "./disclosure.js";
 import { runExport, runMigrate } from "./ledger.js";
+import { runPolicy } from "./policy.js";
 import { runServe } from "./serve.js";
 import { runToken } from "./token.js";
 import { runValidate } from "./validate.js";
@@ -15,6 +16,7 @@ const commands: Record<string, Command> = {
   disclosure: runDisclosure,
   bench: runBench,
   token: runToken,
+  policy: runPolicy,
 };
 
 const usage = `envelope: admission control plane for AI backends

@@ -29,6 +29,11 @@ Caller authentication is per listener (grpc.auth, http.auth): token, jwt or mtls
 without it (auth none, the default) may only listen on loopback, for development, and the server
 warns at start; a non-loopback address without authentication refuses to start.
 On SIGTERM or SIGINT the server reports NOT_SERVING, waits shutdown.drain, then stops.
+
+With policy.file, the CEL policy bundle is compiled at start (a bad one stops start-up with its
+problems) and again on SIGHUP: a good bundle replaces the one in force as a whole, for the next
+call, and is logged with its version; a bad one is refused and logged, and the bundle in force
+stays. "envelope policy check FILE" checks a bundle offline.
 `;
 
 export const runServe: Command = {
@@ -46,6 +51,9 @@ export const runServe: Command = {
       const config = loadCliConfig(flags.values, overrides);
       const log = createLogger({ level: config.log.level });
       const server = await startServer(config, { log });
+      // SIGHUP reloads the policy bundle (the server logs what came of it) instead of ending the process.
+      const reload = () => void server.reloadPolicy();
+      process.on("SIGHUP", reload);
       await new Promise<void>((resolve) => {
         const stop = (signal: NodeJS.Signals) => {
           process.once(signal, () => process.exit(1)); // a second signal: stop now
@@ -56,6 +64,7 @@ export const runServe: Command = {
         process.once("SIGTERM", stop);
         process.once("SIGINT", stop);
       });
+      process.off("SIGHUP", reload);
       return 0;
     } catch (e) {
       if (e instanceof ConfigError) {

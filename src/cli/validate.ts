@@ -6,7 +6,8 @@ import type { ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
 import { ErrorEnvelopeSchema } from "../gen/envelope/v1/error_pb.js";
 import { ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
-import { admissionConfig } from "../server.js";
+import type { PolicyBundle } from "../policy/bundle.js";
+import { admissionConfig, loadPolicyBundle } from "../server.js";
 import { decodeJson } from "../service/decode-request.js";
 import { type Command, parseFlags, usageError } from "./command.js";
 
@@ -16,7 +17,8 @@ Checks a RuntimeRequest in the contract's JSON form with exactly the rules Admit
 without a server. FILE may be - for standard input.
 
 Options:
-  --config FILE   take limits from this configuration file (default: embedded defaults)
+  --config FILE   take limits (and policy.file, the CEL policy bundle) from this configuration
+                  file (default: embedded defaults, no policy)
   --at TIME       judge times (deadline, clock skew) as of this RFC 3339 time instead of now,
                   e.g. to check a fixture with fixed times
   --json          print the ErrorEnvelope (or the would-be envelope) as JSON
@@ -44,8 +46,10 @@ export const runValidate: Command = {
       return 2;
     }
     let config: ReturnType<typeof loadConfig>;
+    let bundle: PolicyBundle | undefined;
     try {
       config = loadConfig(flags.values.config === undefined ? {} : { file: flags.values.config });
+      bundle = config.policy.file === "" ? undefined : loadPolicyBundle(config.policy.file);
     } catch (e) {
       if (e instanceof ConfigError) {
         process.stderr.write(`envelope validate: ${e.message}\n`);
@@ -61,7 +65,7 @@ export const runValidate: Command = {
         : // Offline validation judges the request, not a caller: authorization needs one to judge.
           admit(
             decoded.message,
-            { ...admissionConfig(config), authorization: new Map() },
+            { ...admissionConfig(config, bundle === undefined ? undefined : () => bundle), authorization: new Map() },
             {
               nowMs,
               envelopeId: "env_00000000000000000000000000",
@@ -90,7 +94,8 @@ export const runValidate: Command = {
           .map(([k, v]) => ` ${k}=${v}`)
           .join(""),
     );
-    for (const r of decision?.reasons ?? []) lines.push(`  ${r.code} ${r.dimension}: ${r.message}`);
+    for (const r of decision?.reasons ?? [])
+      lines.push(`  ${r.code}${r.dimension ? ` ${r.dimension}` : ""}: ${r.message}`);
     process.stdout.write(`${lines.join("\n")}\n`);
     return 0;
   },

@@ -43,6 +43,8 @@ export interface EnvelopeConfig {
   readonly authorization: { readonly callers: Readonly<Record<string, CallerGrant>> };
   /** Allowances per tenant, actor or session, reserved at Admit and settled at the end. */
   readonly budgets: { readonly definitions: readonly BudgetDefinition[] };
+  /** The CEL policy bundle (YAML or JSON), read at start and again on SIGHUP; empty: no policy. */
+  readonly policy: { readonly file: string };
 }
 
 /** Bearer JWTs (auth jwt), verified locally against a JWKS. */
@@ -94,6 +96,7 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
   shutdown: { drainMs: 0 },
   authorization: { callers: {} },
   budgets: { definitions: [] },
+  policy: { file: "" },
   ledger: {
     store: "sqlite",
     dataDir: "envelope-data",
@@ -331,6 +334,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   "shutdown.drain": { parse: drainMs, target: ["shutdown", "drainMs"] },
   "authorization.callers": { parse: callerGrants, target: ["authorization", "callers"], json: true },
   "budgets.definitions": { parse: budgetDefinitions, target: ["budgets", "definitions"], json: true },
+  "policy.file": { parse: nonEmpty("a policy bundle file path (YAML or JSON)"), target: ["policy", "file"] },
   "ledger.store": { parse: oneOf("sqlite", "postgres", "none"), target: ["ledger", "store"] },
   "ledger.dataDir": { parse: nonEmpty("a directory path"), target: ["ledger", "dataDir"] },
   "ledger.postgresUrl": { parse: postgresUrl, target: ["ledger", "postgresUrl"] },

@@ -15,6 +15,8 @@ import {
   type RequestedResources,
 } from "../gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../gen/envelope/v1/runtime_request_pb.js";
+import type { PolicyBundle } from "../policy/bundle.js";
+import { evaluatePolicy, type PolicyVerdict } from "../policy/evaluate.js";
 import { type Authorization, type AuthorizationRules, authorizeAdmission } from "./authorize.js";
 import {
   allocate,
@@ -27,11 +29,12 @@ import {
 } from "./budget.js";
 import type { Caller } from "./caller.js";
 import { serverContractVersion } from "./contract-version.js";
-import { type Amounts, decideStatic } from "./decide.js";
+import { type Amounts, type Decided, decideStatic } from "./decide.js";
 import { checkDelegation, type DelegationParent } from "./delegation.js";
 import { createErrorEnvelope, type ErrorInit } from "./errors.js";
-import { type KindRule, resolveKind } from "./execution-kind.js";
+import { type KindRule, kindName, resolveKind } from "./execution-kind.js";
 import type { AdmissionLimits } from "./limits.js";
+import { applyCaps, approvalReasons, policyRefusal, policyWarnings } from "./policy.js";
 import { checkRequest, type RequestCheck, usdToMicros } from "./validate.js";
 
 /** Everything admission decides with, fixed for the life of a configuration. */
@@ -49,7 +52,14 @@ export interface AdmissionConfig {
   readonly budgets: readonly BudgetDefinition[];
   /** Identifies the budget definitions in policy decisions, e.g. "budgets@0b1c2d3e4f50". */
   readonly budgetsVersion: string;
+  /**
+   * The policy bundle in force, read once per call so that a reload (SIGHUP) takes effect for the
+   * next call without rebuilding the configuration; unset or undefined: no policy.
+   */
+  readonly policy?: (() => PolicyBundle | undefined) | undefined;
 }
+
+type Granted = Extract<Decided, { kind: "granted" }>;
 
 /** Per-call inputs the core does not produce itself. */
 export interface AdmitInputs {
@@ -91,15 +101,28 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
   if (decided.kind === "rejected") {
     return rejected({ ...ids, ...decided, envelopeId: "" });
   }
+  const kind = resolveKind(
+    normalized.task as NonNullable<RuntimeRequest["task"]>,
+    config.kindRules,
+    config.fallbackKind,
+  );
+  const bundle = config.policy?.();
+  const judged =
+    bundle === undefined
+      ? undefined
+      : judgePolicy(bundle, normalized, kind, requested, decided.granted, inputs.caller, `${inputs.envelopeId}/policy`);
+  if (judged?.refusal !== undefined) return rejected({ ...ids, ...judged.refusal });
+  // Budgets grant from what the limits and the policy leave, never more.
   const budgeted = applyBudgets(
     normalized,
-    decided,
+    withPolicy(decided, judged),
     config,
     inputs.nowMs,
     `${inputs.envelopeId}/budgets`,
     parentEnvelope(inputs.delegationParent),
   );
   if (budgeted.kind === "rejected") return rejected({ ...ids, ...budgeted.refusal });
+  const pending = judged !== undefined && judged.verdict.approvals.length > 0;
 
   // The envelope's messages are object literals of their generated types rather than create()
   // calls: create() converts every field of its init generically, which for these small messages
@@ -112,18 +135,26 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     envelopeId: inputs.envelopeId,
     contractVersion: serverContractVersion,
     request: normalized,
-    kind: resolveKind(normalized.task as NonNullable<RuntimeRequest["task"]>, config.kindRules, config.fallbackKind),
+    kind,
     requested: resources<RequestedResources>("envelope.v1.RequestedResources", requested, deadline),
     policyScope: policyScope(normalized),
     granted: resources<GrantedResources>("envelope.v1.GrantedResources", budgeted.granted, deadline),
     decision: {
       $typeName: "envelope.v1.Decision",
-      outcome: budgeted.reasons.length > 0 ? DecisionOutcome.ADMITTED_PARTIAL : DecisionOutcome.ADMITTED,
-      reasons: [...budgeted.reasons],
+      outcome: pending
+        ? DecisionOutcome.PENDING_APPROVAL
+        : budgeted.reasons.length > 0
+          ? DecisionOutcome.ADMITTED_PARTIAL
+          : DecisionOutcome.ADMITTED,
+      reasons: judged === undefined ? [...budgeted.reasons] : [...budgeted.reasons, ...approvalReasons(judged.verdict)],
       policyDecisions: [...budgeted.policyDecisions],
-      warnings: [...(inputs.decodeWarnings ?? []), ...check.warnings],
+      warnings:
+        judged === undefined
+          ? [...(inputs.decodeWarnings ?? []), ...check.warnings]
+          : [...(inputs.decodeWarnings ?? []), ...check.warnings, ...policyWarnings(judged.verdict)],
     },
-    state: LifecycleState.ADMITTED,
+    // An envelope a rule holds for approval waits in pending_approval until Approve or Deny.
+    state: pending ? LifecycleState.PENDING_APPROVAL : LifecycleState.ADMITTED,
     receivedAt: inputs.receivedAtMs === undefined ? now : timestampFromMs(inputs.receivedAtMs),
     decidedAt: now,
     traceId: inputs.traceId,
@@ -134,7 +165,7 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
 /** What Admit would say of a request, every blocking reason included: Explain's answer. */
 export interface Explanation {
   readonly outcome: DecisionOutcome;
-  /** In the order Admit checks them: validation, authorization, policy. */
+  /** In the order Admit checks them: validation, authorization, policy (the limits, then the bundle's rules). */
   readonly blocking: readonly ErrorDetail[];
   /** Unset when the request is too malformed to judge its amounts. */
   readonly bestGrant: GrantedResources | undefined;
@@ -169,14 +200,28 @@ export function explain(
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
   const normalized = normalize(request, config);
-  const static_ = decideStatic(requestedAmounts(normalized), config.limits, config.limitsVersion, "explain/limits");
+  const requested = requestedAmounts(normalized);
+  const static_ = decideStatic(requested, config.limits, config.limitsVersion, "explain/limits");
+  if (static_.kind === "rejected") block(static_);
+  // Policy rules judge the request even when the limits refuse it: every blocking reason is listed.
+  const bundle = config.policy?.();
+  const kind = resolveKind(
+    normalized.task as NonNullable<RuntimeRequest["task"]>,
+    config.kindRules,
+    config.fallbackKind,
+  );
+  const granted = static_.kind === "granted" ? static_.granted : requested;
+  const judged =
+    bundle === undefined
+      ? undefined
+      : judgePolicy(bundle, normalized, kind, requested, granted, inputs.caller, "explain/policy");
+  if (judged?.refusal !== undefined) block(judged.refusal);
   if (static_.kind === "rejected") {
-    block(static_);
     return { outcome: DecisionOutcome.REJECTED, blocking, bestGrant: undefined, grantReasons: [] };
   }
   const budgeted = applyBudgets(
     normalized,
-    static_,
+    withPolicy(static_, judged),
     config,
     inputs.nowMs,
     "explain/budgets",
@@ -193,17 +238,60 @@ export function explain(
     if (allocation.kind === "short") block(budgetRefusal(allocation.shortfalls));
     else decided = withAllocation(budgeted, allocation, "explain/budgets");
   }
+  const grantReasons = [...decided.reasons];
   const outcome =
     blocking.length > 0
       ? DecisionOutcome.REJECTED
-      : decided.reasons.length > 0
-        ? DecisionOutcome.ADMITTED_PARTIAL
-        : DecisionOutcome.ADMITTED;
+      : judged !== undefined && judged.verdict.approvals.length > 0
+        ? DecisionOutcome.PENDING_APPROVAL
+        : grantReasons.length > 0
+          ? DecisionOutcome.ADMITTED_PARTIAL
+          : DecisionOutcome.ADMITTED;
   return {
     outcome,
     blocking,
     bestGrant: resources<GrantedResources>("envelope.v1.GrantedResources", decided.granted, normalized.deadlineUtc),
-    grantReasons: [...decided.reasons],
+    grantReasons,
+  };
+}
+
+/** The limits' decision with the policy's caps and decisions added; the same object without a bundle. */
+function withPolicy(decided: Granted, judged: PolicyJudgement | undefined): Granted {
+  if (judged === undefined) return decided;
+  return {
+    kind: "granted",
+    granted: judged.granted,
+    reasons: [...decided.reasons, ...judged.capReasons],
+    policyDecisions: [...decided.policyDecisions, ...judged.verdict.decisions],
+  };
+}
+
+interface PolicyJudgement {
+  readonly verdict: PolicyVerdict;
+  /** Set when a rule denies the request (or could not be evaluated). */
+  readonly refusal: ErrorInit | undefined;
+  /** The grant after the bundle's caps. */
+  readonly granted: Amounts;
+  readonly capReasons: readonly DecisionReason[];
+}
+
+/** Evaluates the bundle on a valid, normalized request, after the static limits. */
+function judgePolicy(
+  bundle: PolicyBundle,
+  normalized: RuntimeRequest,
+  kind: ExecutionKind,
+  requested: Amounts,
+  granted: Amounts,
+  caller: Caller | undefined,
+  decisionId: string,
+): PolicyJudgement {
+  const verdict = evaluatePolicy(bundle, { request: normalized, kind: kindName(kind), requested, caller, decisionId });
+  const capped = applyCaps(granted, verdict.caps);
+  return {
+    verdict,
+    refusal: policyRefusal(verdict, bundle.version),
+    granted: capped.granted,
+    capReasons: capped.reasons,
   };
 }
 

@@ -425,7 +425,8 @@ export function regrantEnvelope(
   const budgetDecisionId = decision.policyDecisions.find((d) => d.checkpoint === budgetCheckpoint)?.decisionId ?? "";
   decision.reasons.push(...allocation.clamped.map((s) => reason(s.line.dimension, budgetDecisionId, clampMessage(s))));
   for (const d of decision.policyDecisions) if (d.checkpoint === budgetCheckpoint) d.effect = "cap";
-  decision.outcome = DecisionOutcome.ADMITTED_PARTIAL;
+  // An envelope held for approval stays pending; the reasons say its grant is smaller.
+  if (decision.outcome === DecisionOutcome.ADMITTED) decision.outcome = DecisionOutcome.ADMITTED_PARTIAL;
 }
 
 export const budgetCheckpoint = "admission.budget";

@@ -52,3 +52,12 @@ export function resolveKind(task: Task, rules: readonly KindRule[], fallback: Ex
   }
   return fallback;
 }
+
+const namesByKind: ReadonlyMap<ExecutionKind, string> = new Map(
+  Object.entries(executionKindNames).map(([name, kind]) => [kind, name]),
+);
+
+/** The contract's name of a kind ("deploy_model"): how policy rules see it. */
+export function kindName(kind: ExecutionKind): string {
+  return namesByKind.get(kind) ?? "unspecified";
+}

@@ -13,6 +13,10 @@ import { timestampMs, violation } from "../core/validate.js";
 import type { ErrorEnvelope, FieldViolation } from "../gen/envelope/v1/error_pb.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import {
+  type ApproveRequest,
+  ApproveRequestSchema,
+  type ApproveResponse,
+  ApproveResponseSchema,
   type CancelRequest,
   CancelRequestSchema,
   type CancelResponse,
@@ -21,6 +25,10 @@ import {
   CompleteRequestSchema,
   type CompleteResponse,
   CompleteResponseSchema,
+  type DenyRequest,
+  DenyRequestSchema,
+  type DenyResponse,
+  DenyResponseSchema,
   type FailRequest,
   FailRequestSchema,
   type FailResponse,
@@ -61,6 +69,10 @@ export interface LifecycleService {
   complete(request: CompleteRequest, call: CallContext): Promise<Answer<CompleteResponse>>;
   fail(request: FailRequest, call: CallContext): Promise<Answer<FailResponse>>;
   cancel(request: CancelRequest, call: CallContext): Promise<Answer<CancelResponse>>;
+  /** pending_approval → admitted; the event's caller is the approver. */
+  approve(request: ApproveRequest, call: CallContext): Promise<Answer<ApproveResponse>>;
+  /** pending_approval → rejected, with an APPROVAL_DENIED error recorded. */
+  deny(request: DenyRequest, call: CallContext): Promise<Answer<DenyResponse>>;
   getEnvelope(request: GetEnvelopeRequest, call: CallContext): Promise<Answer<GetEnvelopeResponse>>;
   listEnvelopes(request: ListEnvelopesRequest, call: CallContext): Promise<Answer<ListEnvelopesResponse>>;
   /** A stream of events, or the error that prevents it from starting. */
@@ -142,6 +154,22 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     cancel: (r, call) =>
       guard(() =>
         transition(CancelResponseSchema, r, CancelRequestSchema, LifecycleState.CANCELLED, call, { usage: r.usage }),
+      ),
+    // Only pending_approval leads to admitted or rejected once an envelope is recorded (the
+    // lifecycle graph), so the store's state check is what limits these to envelopes held for approval.
+    approve: (r, call) =>
+      guard(() => transition(ApproveResponseSchema, r, ApproveRequestSchema, LifecycleState.ADMITTED, call)),
+    deny: (r, call) =>
+      guard(() =>
+        transition(DenyResponseSchema, r, DenyRequestSchema, LifecycleState.REJECTED, call, {
+          error: createErrorEnvelope(serverContractVersion, {
+            category: "policy",
+            code: "APPROVAL_DENIED",
+            message:
+              r.reason === "" ? "the approver denied the request" : `the approver denied the request: ${r.reason}`,
+            envelopeId: r.envelopeId,
+          }),
+        }),
       ),
 
     getEnvelope: (r, call) =>

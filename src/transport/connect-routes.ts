@@ -120,6 +120,8 @@ function lifecycleImplementation(lifecycle: Lifecycle, log: Logger): ServiceImpl
     complete: unary("complete"),
     fail: unary("fail"),
     cancel: unary("cancel"),
+    approve: unary("approve"),
+    deny: unary("deny"),
     getEnvelope: unary("getEnvelope"),
     listEnvelopes: unary("listEnvelopes"),
     async *watchEnvelopes(parsed, ctx) {

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envelope/v1/lifecycle_service.proto.
  */
 export const file_envelope_v1_lifecycle_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNlbnZlbG9wZS92MS9saWZlY3ljbGVfc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiRgoMU3RhcnRSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgigQEKD0NvbXBsZXRlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARI2CghyZXNwb25zZRgCIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgimwEKC0ZhaWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEjEKBWVycm9yGAIgASgLMhouZW52ZWxvcGUudjEuRXJyb3JFbnZlbG9wZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYBCABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJqCg1DYW5jZWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYAyABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJtCg1TdGFydFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJwChBDb21wbGV0ZVJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJsCgxGYWlsUmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Im4KDkNhbmNlbFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCKUAwoOTGlmZWN5Y2xlRXZlbnQSDgoGY3Vyc29yGAEgASgJEhMKC2VudmVsb3BlX2lkGAIgASgJEhkKEWVudmVsb3BlX3NlcXVlbmNlGAMgASgFEi8KCmZyb21fc3RhdGUYBCABKA4yGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVTdGF0ZRItCgh0b19zdGF0ZRgFIAEoDjIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZVN0YXRlEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZjYWxsZXIYByABKAkSDgoGcmVhc29uGAggASgJEhEKCXRlbmFudF9pZBgJIAEoCRIoCgRraW5kGAogASgOMhouZW52ZWxvcGUudjEuRXhlY3V0aW9uS2luZBIpCgV1c2FnZRgLIAEoCzIaLmVudmVsb3BlLnYxLlJlY29yZGVkVXNhZ2USKQoFZXJyb3IYDCABKAsyGi5lbnZlbG9wZS52MS5FcnJvckVudmVsb3BlImMKDVJlY29yZGVkVXNhZ2USDgoGdG9rZW5zGAEgASgDEhcKD2Nvc3RfdXNkX21pY3JvcxgCIAEoAxINCgVzdGVwcxgDIAEoAxIaChJvdmVycnVuX2RpbWVuc2lvbnMYBCADKAkiMgoSR2V0RW52ZWxvcGVSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABIkIKE0dldEVudmVsb3BlUmVzcG9uc2USKwoGcmVjb3JkGAEgASgLMhsuZW52ZWxvcGUudjEuRW52ZWxvcGVSZWNvcmQi9QEKDkVudmVsb3BlUmVjb3JkEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKwoGZXZlbnRzGAIgAygLMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlRXZlbnQSLgoIcmVzcG9uc2UYAyABKAsyHC5lbnZlbG9wZS52MS5SdW50aW1lUmVzcG9uc2USKQoFZXJyb3IYBCABKAsyGi5lbnZlbG9wZS52MS5FcnJvckVudmVsb3BlEikKBXVzYWdlGAUgASgLMhouZW52ZWxvcGUudjEuUmVjb3JkZWRVc2FnZSLWAgoUTGlzdEVudmVsb3Blc1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhUKDWFjdG9yX3N1YmplY3QYAiABKAkSPAoGc3RhdGVzGAMgAygOMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlU3RhdGVCD7pIDJIBCSIHggEEEAEgABI6CgVraW5kcxgEIAMoDjIaLmVudmVsb3BlLnYxLkV4ZWN1dGlvbktpbmRCD7pIDJIBCSIHggEEEAEgABIyCg5yZWNlaXZlZF9hZnRlchgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPcmVjZWl2ZWRfYmVmb3JlGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdCglwYWdlX3NpemUYByABKAVCCrpIBxoFGOgHKAASEgoKcGFnZV90b2tlbhgIIAEoCSJjChVMaXN0RW52ZWxvcGVzUmVzcG9uc2USMQoJZW52ZWxvcGVzGAEgAygLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlgKFVdhdGNoRW52ZWxvcGVzUmVxdWVzdBIUCgxhZnRlcl9jdXJzb3IYASABKAkSFgoOZnJvbV9iZWdpbm5pbmcYAiABKAgSEQoJdGVuYW50X2lkGAMgASgJIkQKFldhdGNoRW52ZWxvcGVzUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudDKsBAoQTGlmZWN5Y2xlU2VydmljZRI+CgVTdGFydBIZLmVudmVsb3BlLnYxLlN0YXJ0UmVxdWVzdBoaLmVudmVsb3BlLnYxLlN0YXJ0UmVzcG9uc2USRwoIQ29tcGxldGUSHC5lbnZlbG9wZS52MS5Db21wbGV0ZVJlcXVlc3QaHS5lbnZlbG9wZS52MS5Db21wbGV0ZVJlc3BvbnNlEjsKBEZhaWwSGC5lbnZlbG9wZS52MS5GYWlsUmVxdWVzdBoZLmVudmVsb3BlLnYxLkZhaWxSZXNwb25zZRJBCgZDYW5jZWwSGi5lbnZlbG9wZS52MS5DYW5jZWxSZXF1ZXN0GhsuZW52ZWxvcGUudjEuQ2FuY2VsUmVzcG9uc2USVQoLR2V0RW52ZWxvcGUSHy5lbnZlbG9wZS52MS5HZXRFbnZlbG9wZVJlcXVlc3QaIC5lbnZlbG9wZS52MS5HZXRFbnZlbG9wZVJlc3BvbnNlIgOQAgESWwoNTGlzdEVudmVsb3BlcxIhLmVudmVsb3BlLnYxLkxpc3RFbnZlbG9wZXNSZXF1ZXN0GiIuZW52ZWxvcGUudjEuTGlzdEVudmVsb3Blc1Jlc3BvbnNlIgOQAgESWwoOV2F0Y2hFbnZlbG9wZXMSIi5lbnZlbG9wZS52MS5XYXRjaEVudmVsb3Blc1JlcXVlc3QaIy5lbnZlbG9wZS52MS5XYXRjaEVudmVsb3Blc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_buf_validate_validate, file_envelope_v1_error, file_envelope_v1_execution_envelope, file_envelope_v1_runtime_response, file_google_protobuf_timestamp]);
+  fileDesc("CiNlbnZlbG9wZS92MS9saWZlY3ljbGVfc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiRgoMU3RhcnRSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgigQEKD0NvbXBsZXRlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARI2CghyZXNwb25zZRgCIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgimwEKC0ZhaWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEjEKBWVycm9yGAIgASgLMhouZW52ZWxvcGUudjEuRXJyb3JFbnZlbG9wZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYBCABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJqCg1DYW5jZWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYAyABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJtCg1TdGFydFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJwChBDb21wbGV0ZVJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJsCgxGYWlsUmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Im4KDkNhbmNlbFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJICg5BcHByb3ZlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARIYCgZyZWFzb24YAiABKAlCCLpIBXIDGIAIIm8KD0FwcHJvdmVSZXNwb25zZRIwCghlbnZlbG9wZRgBIAEoCzIeLmVudmVsb3BlLnYxLkV4ZWN1dGlvbkVudmVsb3BlEioKBWV2ZW50GAIgASgLMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlRXZlbnQiRQoLRGVueVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAESGAoGcmVhc29uGAIgASgJQgi6SAVyAxiACCJsCgxEZW55UmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50IpQDCg5MaWZlY3ljbGVFdmVudBIOCgZjdXJzb3IYASABKAkSEwoLZW52ZWxvcGVfaWQYAiABKAkSGQoRZW52ZWxvcGVfc2VxdWVuY2UYAyABKAUSLwoKZnJvbV9zdGF0ZRgEIAEoDjIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZVN0YXRlEi0KCHRvX3N0YXRlGAUgASgOMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlU3RhdGUSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNhbGxlchgHIAEoCRIOCgZyZWFzb24YCCABKAkSEQoJdGVuYW50X2lkGAkgASgJEigKBGtpbmQYCiABKA4yGi5lbnZlbG9wZS52MS5FeGVjdXRpb25LaW5kEikKBXVzYWdlGAsgASgLMhouZW52ZWxvcGUudjEuUmVjb3JkZWRVc2FnZRIpCgVlcnJvchgMIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUiYwoNUmVjb3JkZWRVc2FnZRIOCgZ0b2tlbnMYASABKAMSFwoPY29zdF91c2RfbWljcm9zGAIgASgDEg0KBXN0ZXBzGAMgASgDEhoKEm92ZXJydW5fZGltZW5zaW9ucxgEIAMoCSIyChJHZXRFbnZlbG9wZVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAEiQgoTR2V0RW52ZWxvcGVSZXNwb25zZRIrCgZyZWNvcmQYASABKAsyGy5lbnZlbG9wZS52MS5FbnZlbG9wZVJlY29yZCL1AQoORW52ZWxvcGVSZWNvcmQSMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIrCgZldmVudHMYAiADKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudBIuCghyZXNwb25zZRgDIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZRIpCgVlcnJvchgEIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUSKQoFdXNhZ2UYBSABKAsyGi5lbnZlbG9wZS52MS5SZWNvcmRlZFVzYWdlItYCChRMaXN0RW52ZWxvcGVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFQoNYWN0b3Jfc3ViamVjdBgCIAEoCRI8CgZzdGF0ZXMYAyADKA4yGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVTdGF0ZUIPukgMkgEJIgeCAQQQASAAEjoKBWtpbmRzGAQgAygOMhouZW52ZWxvcGUudjEuRXhlY3V0aW9uS2luZEIPukgMkgEJIgeCAQQQASAAEjIKDnJlY2VpdmVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9yZWNlaXZlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABISCgpwYWdlX3Rva2VuGAggASgJImMKFUxpc3RFbnZlbG9wZXNSZXNwb25zZRIxCgllbnZlbG9wZXMYASADKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiWAoVV2F0Y2hFbnZlbG9wZXNSZXF1ZXN0EhQKDGFmdGVyX2N1cnNvchgBIAEoCRIWCg5mcm9tX2JlZ2lubmluZxgCIAEoCBIRCgl0ZW5hbnRfaWQYAyABKAkiRAoWV2F0Y2hFbnZlbG9wZXNSZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Mq8FChBMaWZlY3ljbGVTZXJ2aWNlEj4KBVN0YXJ0EhkuZW52ZWxvcGUudjEuU3RhcnRSZXF1ZXN0GhouZW52ZWxvcGUudjEuU3RhcnRSZXNwb25zZRJHCghDb21wbGV0ZRIcLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVxdWVzdBodLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVzcG9uc2USOwoERmFpbBIYLmVudmVsb3BlLnYxLkZhaWxSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRmFpbFJlc3BvbnNlEkEKBkNhbmNlbBIaLmVudmVsb3BlLnYxLkNhbmNlbFJlcXVlc3QaGy5lbnZlbG9wZS52MS5DYW5jZWxSZXNwb25zZRJECgdBcHByb3ZlEhsuZW52ZWxvcGUudjEuQXBwcm92ZVJlcXVlc3QaHC5lbnZlbG9wZS52MS5BcHByb3ZlUmVzcG9uc2USOwoERGVueRIYLmVudmVsb3BlLnYxLkRlbnlSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRGVueVJlc3BvbnNlElUKC0dldEVudmVsb3BlEh8uZW52ZWxvcGUudjEuR2V0RW52ZWxvcGVSZXF1ZXN0GiAuZW52ZWxvcGUudjEuR2V0RW52ZWxvcGVSZXNwb25zZSIDkAIBElsKDUxpc3RFbnZlbG9wZXMSIS5lbnZlbG9wZS52MS5MaXN0RW52ZWxvcGVzUmVxdWVzdBoiLmVudmVsb3BlLnYxLkxpc3RFbnZlbG9wZXNSZXNwb25zZSIDkAIBElsKDldhdGNoRW52ZWxvcGVzEiIuZW52ZWxvcGUudjEuV2F0Y2hFbnZlbG9wZXNSZXF1ZXN0GiMuZW52ZWxvcGUudjEuV2F0Y2hFbnZlbG9wZXNSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_envelope_v1_error, file_envelope_v1_execution_envelope, file_envelope_v1_runtime_response, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message envelope.v1.StartRequest
@@ -245,6 +245,106 @@ export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
   messageDesc(file_envelope_v1_lifecycle_service, 7);
 
 /**
+ * @generated from message envelope.v1.ApproveRequest
+ */
+export type ApproveRequest = Message<"envelope.v1.ApproveRequest"> & {
+  /**
+   * @generated from field: string envelope_id = 1;
+   */
+  envelopeId: string;
+
+  /**
+   * Why it is approved, in the approver's words; kept in the event.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message envelope.v1.ApproveRequest.
+ * Use `create(ApproveRequestSchema)` to create a new message.
+ */
+export const ApproveRequestSchema: GenMessage<ApproveRequest> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 8);
+
+/**
+ * @generated from message envelope.v1.ApproveResponse
+ */
+export type ApproveResponse = Message<"envelope.v1.ApproveResponse"> & {
+  /**
+   * The envelope in its new state (admitted).
+   *
+   * @generated from field: envelope.v1.ExecutionEnvelope envelope = 1;
+   */
+  envelope?: ExecutionEnvelope | undefined;
+
+  /**
+   * The event the transition appended; its caller is the approver.
+   *
+   * @generated from field: envelope.v1.LifecycleEvent event = 2;
+   */
+  event?: LifecycleEvent | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.ApproveResponse.
+ * Use `create(ApproveResponseSchema)` to create a new message.
+ */
+export const ApproveResponseSchema: GenMessage<ApproveResponse> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 9);
+
+/**
+ * @generated from message envelope.v1.DenyRequest
+ */
+export type DenyRequest = Message<"envelope.v1.DenyRequest"> & {
+  /**
+   * @generated from field: string envelope_id = 1;
+   */
+  envelopeId: string;
+
+  /**
+   * Why it is denied; kept in the event and in the recorded error.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message envelope.v1.DenyRequest.
+ * Use `create(DenyRequestSchema)` to create a new message.
+ */
+export const DenyRequestSchema: GenMessage<DenyRequest> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 10);
+
+/**
+ * @generated from message envelope.v1.DenyResponse
+ */
+export type DenyResponse = Message<"envelope.v1.DenyResponse"> & {
+  /**
+   * The envelope in its new state (rejected).
+   *
+   * @generated from field: envelope.v1.ExecutionEnvelope envelope = 1;
+   */
+  envelope?: ExecutionEnvelope | undefined;
+
+  /**
+   * The event the transition appended; its caller is the approver who denied it.
+   *
+   * @generated from field: envelope.v1.LifecycleEvent event = 2;
+   */
+  event?: LifecycleEvent | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.DenyResponse.
+ * Use `create(DenyResponseSchema)` to create a new message.
+ */
+export const DenyResponseSchema: GenMessage<DenyResponse> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 11);
+
+/**
  * LifecycleEvent is one transition of one envelope.
  *
  * @generated from message envelope.v1.LifecycleEvent
@@ -331,7 +431,7 @@ export type LifecycleEvent = Message<"envelope.v1.LifecycleEvent"> & {
  * Use `create(LifecycleEventSchema)` to create a new message.
  */
 export const LifecycleEventSchema: GenMessage<LifecycleEvent> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 8);
+  messageDesc(file_envelope_v1_lifecycle_service, 12);
 
 /**
  * RecordedUsage is the usage reported on completion, in the grant's units.
@@ -371,7 +471,7 @@ export type RecordedUsage = Message<"envelope.v1.RecordedUsage"> & {
  * Use `create(RecordedUsageSchema)` to create a new message.
  */
 export const RecordedUsageSchema: GenMessage<RecordedUsage> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 9);
+  messageDesc(file_envelope_v1_lifecycle_service, 13);
 
 /**
  * @generated from message envelope.v1.GetEnvelopeRequest
@@ -388,7 +488,7 @@ export type GetEnvelopeRequest = Message<"envelope.v1.GetEnvelopeRequest"> & {
  * Use `create(GetEnvelopeRequestSchema)` to create a new message.
  */
 export const GetEnvelopeRequestSchema: GenMessage<GetEnvelopeRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 10);
+  messageDesc(file_envelope_v1_lifecycle_service, 14);
 
 /**
  * @generated from message envelope.v1.GetEnvelopeResponse
@@ -405,7 +505,7 @@ export type GetEnvelopeResponse = Message<"envelope.v1.GetEnvelopeResponse"> & {
  * Use `create(GetEnvelopeResponseSchema)` to create a new message.
  */
 export const GetEnvelopeResponseSchema: GenMessage<GetEnvelopeResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 11);
+  messageDesc(file_envelope_v1_lifecycle_service, 15);
 
 /**
  * EnvelopeRecord is everything the ledger holds about one envelope, for review and export.
@@ -452,7 +552,7 @@ export type EnvelopeRecord = Message<"envelope.v1.EnvelopeRecord"> & {
  * Use `create(EnvelopeRecordSchema)` to create a new message.
  */
 export const EnvelopeRecordSchema: GenMessage<EnvelopeRecord> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 12);
+  messageDesc(file_envelope_v1_lifecycle_service, 16);
 
 /**
  * @generated from message envelope.v1.ListEnvelopesRequest
@@ -516,7 +616,7 @@ export type ListEnvelopesRequest = Message<"envelope.v1.ListEnvelopesRequest"> &
  * Use `create(ListEnvelopesRequestSchema)` to create a new message.
  */
 export const ListEnvelopesRequestSchema: GenMessage<ListEnvelopesRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 13);
+  messageDesc(file_envelope_v1_lifecycle_service, 17);
 
 /**
  * @generated from message envelope.v1.ListEnvelopesResponse
@@ -540,7 +640,7 @@ export type ListEnvelopesResponse = Message<"envelope.v1.ListEnvelopesResponse">
  * Use `create(ListEnvelopesResponseSchema)` to create a new message.
  */
 export const ListEnvelopesResponseSchema: GenMessage<ListEnvelopesResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 14);
+  messageDesc(file_envelope_v1_lifecycle_service, 18);
 
 /**
  * @generated from message envelope.v1.WatchEnvelopesRequest
@@ -573,7 +673,7 @@ export type WatchEnvelopesRequest = Message<"envelope.v1.WatchEnvelopesRequest">
  * Use `create(WatchEnvelopesRequestSchema)` to create a new message.
  */
 export const WatchEnvelopesRequestSchema: GenMessage<WatchEnvelopesRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 15);
+  messageDesc(file_envelope_v1_lifecycle_service, 19);
 
 /**
  * @generated from message envelope.v1.WatchEnvelopesResponse
@@ -590,7 +690,7 @@ export type WatchEnvelopesResponse = Message<"envelope.v1.WatchEnvelopesResponse
  * Use `create(WatchEnvelopesResponseSchema)` to create a new message.
  */
 export const WatchEnvelopesResponseSchema: GenMessage<WatchEnvelopesResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 16);
+  messageDesc(file_envelope_v1_lifecycle_service, 20);
 
 /**
  * LifecycleService records what happens to an admitted execution after Admit: it starts, then
@@ -641,6 +741,27 @@ export const LifecycleService: GenService<{
     methodKind: "unary";
     input: typeof CancelRequestSchema;
     output: typeof CancelResponseSchema;
+  },
+  /**
+   * Approve moves an envelope a policy rule held for approval (pending_approval) to admitted. The
+   * event records the approver: the authenticated caller.
+   *
+   * @generated from rpc envelope.v1.LifecycleService.Approve
+   */
+  approve: {
+    methodKind: "unary";
+    input: typeof ApproveRequestSchema;
+    output: typeof ApproveResponseSchema;
+  },
+  /**
+   * Deny moves an envelope held for approval to rejected, recording the approver and the reason.
+   *
+   * @generated from rpc envelope.v1.LifecycleService.Deny
+   */
+  deny: {
+    methodKind: "unary";
+    input: typeof DenyRequestSchema;
+    output: typeof DenyResponseSchema;
   },
   /**
    * GetEnvelope returns an envelope in its current state with its full record.

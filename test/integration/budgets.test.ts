@@ -2,6 +2,9 @@
 // below the caller's minimum with the time it could succeed, concurrency slots, settlement at the
 // end of an execution, and Explain's best grant from the same counters.
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
@@ -183,5 +186,79 @@ describe.each(["sqlite", "postgres"] as const)("budgets on %s, over gRPC", (stor
     );
     expect(envelope.decision?.warnings).toEqual([]);
     expect(envelope.granted?.tokens).toBe(1000);
+  });
+});
+
+describe("budgets with a policy bundle, over gRPC on SQLite", () => {
+  let t: TestServer;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "envelope-policy-"));
+    const file = join(dir, "policy.yaml");
+    writeFileSync(
+      file,
+      [
+        'version: "budgets-test-1"',
+        "rules:",
+        "  - name: big-needs-approval",
+        "    expression: requested.tokens <= 5000",
+        "    message: more than 5000 tokens needs a reviewer",
+        "    effect: require_approval",
+        "  - name: high-risk-cap",
+        '    match: request.risk.level == "high"',
+        "    cap: { dimension: tokens, value: 3000 }",
+        "    message: high risk gets at most 3000 tokens",
+        "    effect: cap",
+        "",
+      ].join("\n"),
+    );
+    t = await startTestServer({ config: { budgets, policy: { file } } });
+  });
+  afterAll(async () => {
+    await t.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const ask = (tenant: string, tokens: number, risk = "medium") => {
+    const r = freshRequest();
+    (r.tenant as NonNullable<RuntimeRequest["tenant"]>).id = tenant;
+    (r.risk as NonNullable<RuntimeRequest["risk"]>).level = risk;
+    const budget = r.budget as NonNullable<RuntimeRequest["budget"]>;
+    budget.maxTokens = tokens;
+    budget.maxSteps = 2;
+    return r;
+  };
+
+  it("reserves for an envelope held for approval, and Deny gives the reservation back", async () => {
+    const tenant = `tenant-${randomUUID()}`;
+    const admission = t.clients["gRPC (grpc-js port)"];
+    const held = await admission.admit(ask(tenant, 8000));
+    expect(held.state).toBe(LifecycleState.PENDING_APPROVAL);
+    expect(held.granted?.tokens).toBe(8000);
+    // 2000 of the day's 10000 are left while the held one waits.
+    const next = await admission.admit(ask(tenant, 4000));
+    expect(next.granted?.tokens).toBe(2000);
+    await t.lifecycle["gRPC (grpc-js port)"].deny({ envelopeId: held.envelopeId, reason: "too big" });
+    expect((await admission.admit(ask(tenant, 4000))).granted?.tokens).toBe(4000);
+  });
+
+  it("budgets grant from what the policy's cap leaves, never more", async () => {
+    const tenant = `tenant-${randomUUID()}`;
+    const capped = await t.clients["gRPC (grpc-js port)"].admit(ask(tenant, 4000, "high"));
+    expect(capped.granted?.tokens).toBe(3000);
+    const decisions = capped.decision?.policyDecisions.map((d) => [d.checkpoint, d.policyVersion.split("@")[0]]);
+    expect(decisions).toEqual(
+      expect.arrayContaining([
+        ["admission.policy", "budgets-test-1"],
+        ["admission.budget", "budgets"],
+      ]),
+    );
+    // 10000 - 3000 reserved: a request for 8000 (held for approval) gets the 7000 left.
+    const held = await t.clients["gRPC (grpc-js port)"].admit(ask(tenant, 8000));
+    expect([held.state, held.granted?.tokens, held.decision?.outcome]).toEqual([
+      LifecycleState.PENDING_APPROVAL,
+      7000,
+      DecisionOutcome.PENDING_APPROVAL,
+    ]);
   });
 });

@@ -126,7 +126,7 @@ rules:
       'rules[0] (r): expression: unknown variable "tenant" (variables: request, kind, requested, caller)',
     ]);
     expect(refused("request.budget.maxTokens > 1")[0]).toContain(
-      'request.budget has no field "maxTokens" (Budget fields, by their proto names: max_tokens, max_cost_usd, max_steps, resources)',
+      'request.budget has no field "maxTokens" (Budget fields, by their proto names: max_tokens, max_cost_usd, max_steps, resources, minimum_acceptable)',
     );
     expect(refused("requested.cost > 1")[0]).toContain(
       'requested has no key "cost" (keys: tokens, costUsdMicros, steps, resources)',

@@ -28,15 +28,16 @@ export function isTerminal(state: LifecycleState): boolean {
 }
 
 /**
- * Whether reaching this state settles the envelope's budget reservations. An expired envelope keeps
- * them: whether the work ran, and what it consumed, is unknown until someone reviews it.
+ * Whether a move settles the envelope's budget reservations. An envelope that expires once admitted
+ * keeps them: whether the work ran, and what it consumed, is unknown until someone reviews it. One
+ * that expires awaiting approval never ran.
  */
-export function settlesBudgets(state: LifecycleState): boolean {
-  return isTerminal(state) && state !== S.EXPIRED;
+export function settlesBudgets(from: LifecycleState, to: LifecycleState): boolean {
+  return isTerminal(to) && (to !== S.EXPIRED || from === S.PENDING_APPROVAL);
 }
 
 /** States the deadline sweeper moves to expired once their deadline and the grace period pass. */
-export const expirableStates: readonly LifecycleState[] = [S.ADMITTED, S.RUNNING];
+export const expirableStates: readonly LifecycleState[] = [S.PENDING_APPROVAL, S.ADMITTED, S.RUNNING];
 
 /** "pending_approval" for PENDING_APPROVAL: the contract's spelling of a state. */
 export function stateName(state: LifecycleState): string {

@@ -392,6 +392,18 @@ export function envelopeNotFound(envelopeId: string): ErrorEnvelope {
 // review before anything is retried (the contract's tool ambiguous-outcome example).
 const expiryErrors: ReadonlyMap<LifecycleState, Uint8Array> = new Map([
   [
+    LifecycleState.PENDING_APPROVAL,
+    toBinary(
+      ErrorEnvelopeSchema,
+      createErrorEnvelope(serverContractVersion, {
+        category: "timeout",
+        code: "EXPIRED_AWAITING_APPROVAL",
+        message: "the deadline passed before anyone approved the request; nothing ran",
+        retryable: false,
+      }),
+    ),
+  ],
+  [
     LifecycleState.ADMITTED,
     toBinary(
       ErrorEnvelopeSchema,
@@ -425,6 +437,7 @@ const expiryErrors: ReadonlyMap<LifecycleState, Uint8Array> = new Map([
   ],
 ]);
 const expiryReasons: ReadonlyMap<LifecycleState, string> = new Map([
+  [LifecycleState.PENDING_APPROVAL, "deadline passed awaiting approval"],
   [LifecycleState.ADMITTED, "deadline passed before start"],
   [LifecycleState.RUNNING, "deadline passed after dispatch: ambiguous outcome, review required"],
 ]);

@@ -144,6 +144,14 @@ const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 3,
+    // Envelopes awaiting approval expire too: the sweeper's partial index covers their state.
+    sql: `
+      DROP INDEX envelopes_expiry;
+      CREATE INDEX envelopes_expiry ON envelopes (deadline_ms) WHERE state IN (${expirable});
+    `,
+  },
 ];
 
 export const postgresSchemaVersion = migrations.at(-1)?.version ?? 0;
@@ -570,8 +578,11 @@ async function transitionBatch(client: Client, inputs: readonly TransitionInput[
   if (events.length === 0) return outcomes as TransitionOutcome[];
   const ended = new Map<string, Readonly<Record<string, number>> | undefined>();
   inputs.forEach((input, i) => {
-    if (outcomes[i]?.kind === "pending" && settlesBudgets(input.event.toState))
+    const o = outcomes[i];
+    if (o?.kind !== "pending") return;
+    if (settlesBudgets((events[o.event] as NewEventRow).fromState, input.event.toState)) {
       ended.set(input.envelopeId, input.spent);
+    }
   });
   if (ended.size > 0) await settleBudgets(client, ended);
   const appended = await appendAndMove(client, events, moves.values());
@@ -623,7 +634,11 @@ async function expireDue(client: Client, input: ExpiryInput): Promise<EventRow[]
       usage: null,
     });
   }
-  return events.length === 0 ? [] : appendAndMove(client, events, moves);
+  if (events.length === 0) return [];
+  // Expiring while awaiting approval: nothing ran, so the reservation goes back.
+  const neverRan = events.filter((e) => settlesBudgets(e.fromState, e.toState)).map((e) => [e.envelopeId, undefined] as const);
+  if (neverRan.length > 0) await settleBudgets(client, new Map(neverRan));
+  return appendAndMove(client, events, moves);
 }
 
 async function compactOld(client: Client, lastEventBeforeMs: number, limit: number): Promise<number> {

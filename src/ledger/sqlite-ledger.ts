@@ -104,6 +104,14 @@ const migrations: readonly { version: number; sql: string }[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 3,
+    // Envelopes awaiting approval expire too: the sweeper's partial index covers their state.
+    sql: `
+      DROP INDEX envelopes_expiry;
+      CREATE INDEX envelopes_expiry ON envelopes (deadline_ms) WHERE state IN (${expirable});
+    `,
+  },
 ];
 
 export const sqliteSchemaVersion = migrations.at(-1)?.version ?? 0;
@@ -355,7 +363,7 @@ export class SqliteLedger {
       input.usage ?? null,
       raw.envelopeId,
     );
-    if (settlesBudgets(input.event.toState)) this.settleBudgets(raw.envelopeId, input.spent);
+    if (settlesBudgets(raw.state, input.event.toState)) this.settleBudgets(raw.envelopeId, input.spent);
     return {
       kind: "done",
       row: envelopeRow(this.selectEnvelope.get(raw.envelopeId) as RawEnvelope),

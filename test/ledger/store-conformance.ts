@@ -76,8 +76,18 @@ function dailyLines(tenantId: string, limits: Record<string, number>): BudgetLin
 }
 
 /** An admission wanting `tokens` from the budget lines, with a real envelope the store can re-grant. */
-function budgetEntry(tenantId: string, lines: readonly BudgetLine[], tokens: number, deadlineMs = 0): AdmitEntry {
-  const base = entry({ tenantId, deadlineMs });
+function budgetEntry(
+  tenantId: string,
+  lines: readonly BudgetLine[],
+  tokens: number,
+  deadlineMs = 0,
+  state = S.ADMITTED,
+): AdmitEntry {
+  const entered = entry({ tenantId, deadlineMs });
+  const base = {
+    row: { ...entered.row, state },
+    events: [entered.events[0] as NewEvent, { ...(entered.events[1] as NewEvent), toState: state }],
+  };
   const envelope = create(ExecutionEnvelopeSchema, {
     envelopeId: base.row.envelopeId,
     granted: { tokens, costUsdMicros: 1000n, steps: 3 },
@@ -87,7 +97,7 @@ function budgetEntry(tenantId: string, lines: readonly BudgetLine[], tokens: num
         { decisionId: `${base.row.envelopeId}/budgets`, checkpoint: "admission.budget", effect: "reserve" },
       ],
     },
-    state: S.ADMITTED,
+    state,
   });
   return {
     ...base,
@@ -372,9 +382,18 @@ export function describeStoreConformance(name: string, factory: StoreFactory): v
       await store.transition({ envelopeId: id(cancelled), event: event(S.CANCELLED) });
       expect(await store.budgetUsage(lines)).toEqual([550, 1]);
 
-      const errors = new Map([[S.ADMITTED, new Uint8Array([1])]]);
+      // One more awaits approval when the deadline passes: it never ran, so its reservation goes back.
+      const pending = budgetEntry(tenantId, lines, 50, 50_000, S.PENDING_APPROVAL);
+      await store.admit([pending]);
+      expect(await store.budgetUsage(lines)).toEqual([600, 2]);
+
+      const errors = new Map([
+        [S.ADMITTED, new Uint8Array([1])],
+        [S.PENDING_APPROVAL, new Uint8Array([2])],
+      ]);
       await store.expire({ deadlineBeforeMs: 60_000, nowMs: 3_000_000, limit: 1000, errors, reasons: new Map() });
       expect((await store.get(id(expired)))?.state).toBe(S.EXPIRED);
+      expect((await store.get(pending.row.envelopeId))?.state).toBe(S.EXPIRED);
       expect(await store.budgetUsage(lines)).toEqual([550, 1]);
       // Compaction keeps an expired envelope whose reservation waits for review.
       await store.compact(Number.MAX_SAFE_INTEGER, 10_000);

@@ -4,6 +4,7 @@
 // process and the driver of its calls: @grpc/grpc-js for gRPC; for Connect and JSON over HTTP/1.1,
 // autocannon in the closed loop and the project's own keep-alive driver in the open loop.
 import { randomUUID } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -130,6 +131,26 @@ const envelopeGrpc = /"grpc":"127\.0\.0\.1:(\d+)"/;
 const envelopeHttp = /"http":"127\.0\.0\.1:(\d+)"/;
 const autocannon = ["autocannon"];
 
+/** The example policy bundle, beside src/ and dist/ alike. */
+const examplePolicy = fileURLToPath(new URL("../../examples/policy.yaml", import.meta.url));
+
+/**
+ * A configuration with the example policy bundle and a daily budget for every tenant, written under
+ * `dataRoot`: large enough that a run never exhausts it, so every Admit reserves and none is refused.
+ */
+function governedConfig(dataRoot: string): string {
+  const file = join(dataRoot, "governed.yaml");
+  // Scenario names are listed without a data root: nothing runs then, so nothing to write.
+  if (dataRoot === "") return file;
+  mkdirSync(dataRoot, { recursive: true });
+  const budget = { name: "bench-daily", tenant: "*", window: "day", tokens: 1e15, costUsd: 1e9 };
+  writeFileSync(
+    file,
+    `policy:\n  file: ${JSON.stringify(examplePolicy)}\nbudgets:\n  definitions: ${JSON.stringify([budget])}\n`,
+  );
+  return file;
+}
+
 /**
  * Every scenario of the standard run; HTTP/1.1 ones keep up to `inflight` connections. Envelope's
  * servers keep their SQLite ledgers in directories under `dataRoot`, one per scenario.
@@ -174,6 +195,16 @@ export function standardScenarios(pool: RequestPool, inflight: number, dataRoot:
         "Admit with the sample request on Envelope's gRPC port (@grpc/grpc-js), recorded in the default SQLite ledger before each answer",
       transport: "grpc",
       server: envelope("admit-grpc-port"),
+      ready: envelopeGrpc,
+      needs: [],
+      driver: grpcDriver(admit, pool.admitBinary),
+    },
+    {
+      name: "admit-grpc-port-governed",
+      description:
+        "Admit as admit-grpc-port, with governance: the example policy bundle (examples/policy.yaml, 7 CEL rules) and a tenant budget reserved in the ledger's transaction (tokens, cost)",
+      transport: "grpc",
+      server: envelope("admit-grpc-port-governed").concat("--config", governedConfig(dataRoot)),
       ready: envelopeGrpc,
       needs: [],
       driver: grpcDriver(admit, pool.admitBinary),

@@ -506,6 +506,14 @@ function checks({ closed, open, results }: Measured, notes: string[]): QualityCh
     3,
   );
   ratioCheck(
+    "Admit with policy and budgets / Admit with the ledger alone, server CPU per call (issue 5 target)",
+    closed,
+    ["admit-grpc-port-governed", "admit-grpc-port"],
+    (r) => r.serverCpuUsPerCall ?? 0,
+    "<=",
+    1.15,
+  );
+  ratioCheck(
     "Admit (Connect JSON, HTTP/1.1) throughput / fastify+ajv peer baseline",
     closed,
     ["admit-connect-json-http1", "peer-fastify-ajv-http1"],

@@ -57,6 +57,16 @@ export function checkTransition(from: LifecycleState, to: LifecycleState): Trans
   return { ok: false, code: "TRANSITION_NOT_ALLOWED", message };
 }
 
+/** A review (ReviewExpired) records a finding on an expired envelope, and only on one. */
+export function checkReview(state: LifecycleState): TransitionCheck {
+  if (state === S.EXPIRED) return { ok: true };
+  return {
+    ok: false,
+    code: "TRANSITION_NOT_ALLOWED",
+    message: `the envelope is ${stateName(state)}; only an expired envelope is reviewed`,
+  };
+}
+
 /** An event's time: never earlier than the envelope's previous event, whatever the clocks say. */
 export function eventTimeMs(nowMs: number, previousEventMs: number): number {
   return Math.max(nowMs, previousEventMs);

@@ -64,6 +64,8 @@ export interface TransitionRequest {
   readonly error?: ErrorEnvelope;
   /** What a failed or cancelled execution consumed; a completion's comes with its response. */
   readonly usage?: Usage | undefined;
+  /** A review of an expired envelope (`to` is expired): settles its reservation with `usage`. */
+  readonly review?: boolean | undefined;
 }
 
 export interface LedgerOptions {
@@ -211,7 +213,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
       const error = t.error === undefined ? null : toBinary(ErrorEnvelopeSchema, t.error);
       const event: NewEvent = { toState: t.to, atMs: now(), caller: t.caller, reason: t.reason, usage, error };
       const outcome = committed(
-        await store.transition({ envelopeId: t.envelopeId, event, response, error, usage, spent }),
+        await store.transition({ envelopeId: t.envelopeId, event, response, error, usage, spent, review: t.review }),
       );
       switch (outcome.kind) {
         case "done":

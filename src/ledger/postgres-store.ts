@@ -11,7 +11,14 @@ import {
   consumableDimensions,
   type Reservation,
 } from "../core/budget.js";
-import { checkTransition, eventTimeMs, expirableStates, isTerminal, settlesBudgets } from "../core/lifecycle.js";
+import {
+  checkReview,
+  checkTransition,
+  eventTimeMs,
+  expirableStates,
+  isTerminal,
+  settlesBudgets,
+} from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { regrantedBytes } from "./budget-rows.js";
 import { envelopeRow, eventRow, type RawEnvelope, type RawEvent, type RawReservation } from "./columns.js";
@@ -534,7 +541,7 @@ async function transitionBatch(client: Client, inputs: readonly TransitionInput[
       outcomes.push({ kind: "not-found" });
       continue;
     }
-    const check = checkTransition(row.state, event.toState);
+    const check = recorded.review ? checkReview(row.state) : checkTransition(row.state, event.toState);
     if (!check.ok) {
       outcomes.push({ kind: "not-allowed", current: row.state, message: check.message });
       continue;
@@ -580,7 +587,7 @@ async function transitionBatch(client: Client, inputs: readonly TransitionInput[
   inputs.forEach((input, i) => {
     const o = outcomes[i];
     if (o?.kind !== "pending") return;
-    if (settlesBudgets((events[o.event] as NewEventRow).fromState, input.event.toState)) {
+    if (input.review || settlesBudgets((events[o.event] as NewEventRow).fromState, input.event.toState)) {
       ended.set(input.envelopeId, input.spent);
     }
   });
@@ -636,7 +643,9 @@ async function expireDue(client: Client, input: ExpiryInput): Promise<EventRow[]
   }
   if (events.length === 0) return [];
   // Expiring while awaiting approval: nothing ran, so the reservation goes back.
-  const neverRan = events.filter((e) => settlesBudgets(e.fromState, e.toState)).map((e) => [e.envelopeId, undefined] as const);
+  const neverRan = events
+    .filter((e) => settlesBudgets(e.fromState, e.toState))
+    .map((e) => [e.envelopeId, undefined] as const);
   if (neverRan.length > 0) await settleBudgets(client, new Map(neverRan));
   return appendAndMove(client, events, moves);
 }

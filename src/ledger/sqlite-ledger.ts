@@ -3,7 +3,14 @@
 // worker runs every batch of operations in one transaction with one sync (group commit).
 import Database from "better-sqlite3";
 import { allocate, type BudgetLine, consumableDimensions } from "../core/budget.js";
-import { checkTransition, eventTimeMs, expirableStates, isTerminal, settlesBudgets } from "../core/lifecycle.js";
+import {
+  checkReview,
+  checkTransition,
+  eventTimeMs,
+  expirableStates,
+  isTerminal,
+  settlesBudgets,
+} from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
 import { regrantedBytes } from "./budget-rows.js";
 import { envelopeRow, eventRow, type RawEnvelope, type RawEvent, type RawReservation } from "./columns.js";
@@ -349,7 +356,7 @@ export class SqliteLedger {
     const found = this.selectEnvelope.get(input.envelopeId) as RawEnvelope | undefined;
     if (found === undefined) return { kind: "not-found" };
     const raw = envelopeRow(found);
-    const check = checkTransition(raw.state, input.event.toState);
+    const check = input.review ? checkReview(raw.state) : checkTransition(raw.state, input.event.toState);
     if (!check.ok) return { kind: "not-allowed", current: raw.state, message: check.message };
     const atMs = eventTimeMs(input.event.atMs, raw.lastEventMs);
     const sequence = raw.eventCount + 1;
@@ -363,7 +370,9 @@ export class SqliteLedger {
       input.usage ?? null,
       raw.envelopeId,
     );
-    if (settlesBudgets(raw.state, input.event.toState)) this.settleBudgets(raw.envelopeId, input.spent);
+    if (input.review || settlesBudgets(raw.state, input.event.toState)) {
+      this.settleBudgets(raw.envelopeId, input.spent);
+    }
     return {
       kind: "done",
       row: envelopeRow(this.selectEnvelope.get(raw.envelopeId) as RawEnvelope),

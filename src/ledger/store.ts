@@ -97,6 +97,11 @@ export interface TransitionInput {
    * released and this much is counted as spent in each budget it reserved from.
    */
   readonly spent?: Readonly<Record<string, number>> | undefined;
+  /**
+   * A review of an expired envelope (the event goes from expired to expired): allowed only from
+   * expired, and it settles whatever reservation is still open with `spent`.
+   */
+  readonly review?: boolean | undefined;
 }
 
 export type TransitionOutcome =

@@ -41,6 +41,10 @@ import {
   ListEnvelopesRequestSchema,
   type ListEnvelopesResponse,
   ListEnvelopesResponseSchema,
+  type ReviewExpiredRequest,
+  ReviewExpiredRequestSchema,
+  type ReviewExpiredResponse,
+  ReviewExpiredResponseSchema,
   type StartRequest,
   StartRequestSchema,
   type StartResponse,
@@ -69,6 +73,8 @@ export interface LifecycleService {
   complete(request: CompleteRequest, call: CallContext): Promise<Answer<CompleteResponse>>;
   fail(request: FailRequest, call: CallContext): Promise<Answer<FailResponse>>;
   cancel(request: CancelRequest, call: CallContext): Promise<Answer<CancelResponse>>;
+  /** A reviewer's finding on an expired envelope: settles its reservation; the state stays expired. */
+  reviewExpired(request: ReviewExpiredRequest, call: CallContext): Promise<Answer<ReviewExpiredResponse>>;
   /** pending_approval → admitted; the event's caller is the approver. */
   approve(request: ApproveRequest, call: CallContext): Promise<Answer<ApproveResponse>>;
   /** pending_approval → rejected, with an APPROVAL_DENIED error recorded. */
@@ -118,7 +124,7 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     requestSchema: DescMessage,
     to: LifecycleState,
     call: CallContext,
-    extra: Pick<Parameters<Ledger["transition"]>[0], "response" | "error" | "usage"> = {},
+    extra: Pick<Parameters<Ledger["transition"]>[0], "response" | "error" | "usage" | "review"> = {},
   ): Promise<Answer<MessageShape<Desc>>> => {
     const invalid = validate(requestSchema, request);
     if (invalid !== undefined) return invalid;
@@ -159,6 +165,13 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     // lifecycle graph), so the store's state check is what limits these to envelopes held for approval.
     approve: (r, call) =>
       guard(() => transition(ApproveResponseSchema, r, ApproveRequestSchema, LifecycleState.ADMITTED, call)),
+    reviewExpired: (r, call) =>
+      guard(() =>
+        transition(ReviewExpiredResponseSchema, r, ReviewExpiredRequestSchema, LifecycleState.EXPIRED, call, {
+          usage: r.usage,
+          review: true,
+        }),
+      ),
     deny: (r, call) =>
       guard(() =>
         transition(DenyResponseSchema, r, DenyRequestSchema, LifecycleState.REJECTED, call, {

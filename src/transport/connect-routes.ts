@@ -122,6 +122,7 @@ function lifecycleImplementation(lifecycle: Lifecycle, log: Logger): ServiceImpl
     cancel: unary("cancel"),
     approve: unary("approve"),
     deny: unary("deny"),
+    reviewExpired: unary("reviewExpired"),
     getEnvelope: unary("getEnvelope"),
     listEnvelopes: unary("listEnvelopes"),
     async *watchEnvelopes(parsed, ctx) {

@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config/config.js";
+import { defaultConfig, loadConfig } from "../../src/config/config.js";
 import { DecisionOutcome, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { RuntimeResponseSchema } from "../../src/gen/envelope/v1/runtime_response_pb.js";
@@ -260,5 +260,58 @@ describe("budgets with a policy bundle, over gRPC on SQLite", () => {
       7000,
       DecisionOutcome.PENDING_APPROVAL,
     ]);
+  });
+});
+
+describe("an expired envelope's reservation, over gRPC on SQLite", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({
+      config: { budgets, ledger: { ...defaultConfig.ledger, expiryGraceMs: 0, sweepIntervalMs: 100 } },
+    });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it("is kept until a reviewer settles it with what the execution consumed", async () => {
+    const tenant = `tenant-${randomUUID()}`;
+    const admission = t.clients["gRPC (grpc-js port)"];
+    const lifecycle = t.lifecycle["gRPC (grpc-js port)"];
+    const request = freshRequest(Date.now(), 1500);
+    (request.tenant as NonNullable<RuntimeRequest["tenant"]>).id = tenant;
+    (request.budget as NonNullable<RuntimeRequest["budget"]>).maxTokens = 6000;
+    const admitted = await admission.admit(request);
+    await lifecycle.start({ envelopeId: admitted.envelopeId });
+    await expect
+      .poll(async () => (await lifecycle.getEnvelope({ envelopeId: admitted.envelopeId })).record?.envelope?.state, {
+        timeout: 10_000,
+        interval: 100,
+      })
+      .toBe(LifecycleState.EXPIRED);
+    const explainFor = async (tokens: number) => {
+      const r = freshRequest();
+      (r.tenant as NonNullable<RuntimeRequest["tenant"]>).id = tenant;
+      (r.budget as NonNullable<RuntimeRequest["budget"]>).maxTokens = tokens;
+      return (await admission.explain({ request: r })).bestGrant?.tokens;
+    };
+    // Expired after dispatch: what it consumed is unknown, so its 6000 stay reserved.
+    expect(await explainFor(10_000)).toBe(4000);
+    const reviewed = await lifecycle.reviewExpired({
+      envelopeId: admitted.envelopeId,
+      usage: { promptTokens: 700, outputTokens: 300 },
+      reason: "the provider's log shows one call",
+    });
+    expect(reviewed.envelope?.state).toBe(LifecycleState.EXPIRED);
+    expect([reviewed.event?.fromState, reviewed.event?.toState, reviewed.event?.reason]).toEqual([
+      LifecycleState.EXPIRED,
+      LifecycleState.EXPIRED,
+      "the provider's log shows one call",
+    ]);
+    expect(await explainFor(10_000)).toBe(9000);
+    // A live envelope is not reviewed.
+    const live = await admission.admit(freshRequest());
+    const { error } = await rejection(lifecycle.reviewExpired({ envelopeId: live.envelopeId }));
+    expect(error.code).toBe(Code.FailedPrecondition);
   });
 });

@@ -399,6 +399,25 @@ export function describeStoreConformance(name: string, factory: StoreFactory): v
       await store.compact(Number.MAX_SAFE_INTEGER, 10_000);
       expect(await store.get(id(completed))).toBeUndefined();
       expect((await store.get(id(expired)))?.state).toBe(S.EXPIRED);
+
+      // Only an expired envelope is reviewed; the review settles its reservation with what it found.
+      const live = budgetEntry(tenantId, lines, 10);
+      await store.admit([live]);
+      const notExpired = await store.transition({ envelopeId: id(live), event: event(S.EXPIRED), review: true });
+      expect(notExpired).toMatchObject({ kind: "not-allowed", current: S.ADMITTED });
+      await store.transition({ envelopeId: id(live), event: event(S.CANCELLED) });
+      const review = { envelopeId: id(expired), event: event(S.EXPIRED), spent: { tokens: 120 }, review: true };
+      const reviewed = await store.transition(review);
+      expect(reviewed.kind === "done" && [reviewed.event.fromState, reviewed.event.toState]).toEqual([
+        S.EXPIRED,
+        S.EXPIRED,
+      ]);
+      expect(await store.budgetUsage(lines)).toEqual([370, 0]);
+      // A second review records its finding and settles nothing more.
+      expect((await store.transition(review)).kind).toBe("done");
+      expect(await store.budgetUsage(lines)).toEqual([370, 0]);
+      await store.compact(Number.MAX_SAFE_INTEGER, 10_000);
+      expect(await store.get(id(expired))).toBeUndefined();
     });
 
     it("never grants more than a budget to concurrent admissions", async () => {

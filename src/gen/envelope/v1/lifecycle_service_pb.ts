@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envelope/v1/lifecycle_service.proto.
  */
 export const file_envelope_v1_lifecycle_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNlbnZlbG9wZS92MS9saWZlY3ljbGVfc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiRgoMU3RhcnRSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgigQEKD0NvbXBsZXRlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARI2CghyZXNwb25zZRgCIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgimwEKC0ZhaWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEjEKBWVycm9yGAIgASgLMhouZW52ZWxvcGUudjEuRXJyb3JFbnZlbG9wZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYBCABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJqCg1DYW5jZWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYAyABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJtCg1TdGFydFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJwChBDb21wbGV0ZVJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJsCgxGYWlsUmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Im4KDkNhbmNlbFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJICg5BcHByb3ZlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARIYCgZyZWFzb24YAiABKAlCCLpIBXIDGIAIIm8KD0FwcHJvdmVSZXNwb25zZRIwCghlbnZlbG9wZRgBIAEoCzIeLmVudmVsb3BlLnYxLkV4ZWN1dGlvbkVudmVsb3BlEioKBWV2ZW50GAIgASgLMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlRXZlbnQiRQoLRGVueVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAESGAoGcmVhc29uGAIgASgJQgi6SAVyAxiACCJsCgxEZW55UmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50IpQDCg5MaWZlY3ljbGVFdmVudBIOCgZjdXJzb3IYASABKAkSEwoLZW52ZWxvcGVfaWQYAiABKAkSGQoRZW52ZWxvcGVfc2VxdWVuY2UYAyABKAUSLwoKZnJvbV9zdGF0ZRgEIAEoDjIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZVN0YXRlEi0KCHRvX3N0YXRlGAUgASgOMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlU3RhdGUSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNhbGxlchgHIAEoCRIOCgZyZWFzb24YCCABKAkSEQoJdGVuYW50X2lkGAkgASgJEigKBGtpbmQYCiABKA4yGi5lbnZlbG9wZS52MS5FeGVjdXRpb25LaW5kEikKBXVzYWdlGAsgASgLMhouZW52ZWxvcGUudjEuUmVjb3JkZWRVc2FnZRIpCgVlcnJvchgMIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUiYwoNUmVjb3JkZWRVc2FnZRIOCgZ0b2tlbnMYASABKAMSFwoPY29zdF91c2RfbWljcm9zGAIgASgDEg0KBXN0ZXBzGAMgASgDEhoKEm92ZXJydW5fZGltZW5zaW9ucxgEIAMoCSIyChJHZXRFbnZlbG9wZVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAEiQgoTR2V0RW52ZWxvcGVSZXNwb25zZRIrCgZyZWNvcmQYASABKAsyGy5lbnZlbG9wZS52MS5FbnZlbG9wZVJlY29yZCL1AQoORW52ZWxvcGVSZWNvcmQSMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIrCgZldmVudHMYAiADKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudBIuCghyZXNwb25zZRgDIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZRIpCgVlcnJvchgEIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUSKQoFdXNhZ2UYBSABKAsyGi5lbnZlbG9wZS52MS5SZWNvcmRlZFVzYWdlItYCChRMaXN0RW52ZWxvcGVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFQoNYWN0b3Jfc3ViamVjdBgCIAEoCRI8CgZzdGF0ZXMYAyADKA4yGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVTdGF0ZUIPukgMkgEJIgeCAQQQASAAEjoKBWtpbmRzGAQgAygOMhouZW52ZWxvcGUudjEuRXhlY3V0aW9uS2luZEIPukgMkgEJIgeCAQQQASAAEjIKDnJlY2VpdmVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9yZWNlaXZlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABISCgpwYWdlX3Rva2VuGAggASgJImMKFUxpc3RFbnZlbG9wZXNSZXNwb25zZRIxCgllbnZlbG9wZXMYASADKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiWAoVV2F0Y2hFbnZlbG9wZXNSZXF1ZXN0EhQKDGFmdGVyX2N1cnNvchgBIAEoCRIWCg5mcm9tX2JlZ2lubmluZxgCIAEoCBIRCgl0ZW5hbnRfaWQYAyABKAkiRAoWV2F0Y2hFbnZlbG9wZXNSZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Mq8FChBMaWZlY3ljbGVTZXJ2aWNlEj4KBVN0YXJ0EhkuZW52ZWxvcGUudjEuU3RhcnRSZXF1ZXN0GhouZW52ZWxvcGUudjEuU3RhcnRSZXNwb25zZRJHCghDb21wbGV0ZRIcLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVxdWVzdBodLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVzcG9uc2USOwoERmFpbBIYLmVudmVsb3BlLnYxLkZhaWxSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRmFpbFJlc3BvbnNlEkEKBkNhbmNlbBIaLmVudmVsb3BlLnYxLkNhbmNlbFJlcXVlc3QaGy5lbnZlbG9wZS52MS5DYW5jZWxSZXNwb25zZRJECgdBcHByb3ZlEhsuZW52ZWxvcGUudjEuQXBwcm92ZVJlcXVlc3QaHC5lbnZlbG9wZS52MS5BcHByb3ZlUmVzcG9uc2USOwoERGVueRIYLmVudmVsb3BlLnYxLkRlbnlSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRGVueVJlc3BvbnNlElUKC0dldEVudmVsb3BlEh8uZW52ZWxvcGUudjEuR2V0RW52ZWxvcGVSZXF1ZXN0GiAuZW52ZWxvcGUudjEuR2V0RW52ZWxvcGVSZXNwb25zZSIDkAIBElsKDUxpc3RFbnZlbG9wZXMSIS5lbnZlbG9wZS52MS5MaXN0RW52ZWxvcGVzUmVxdWVzdBoiLmVudmVsb3BlLnYxLkxpc3RFbnZlbG9wZXNSZXNwb25zZSIDkAIBElsKDldhdGNoRW52ZWxvcGVzEiIuZW52ZWxvcGUudjEuV2F0Y2hFbnZlbG9wZXNSZXF1ZXN0GiMuZW52ZWxvcGUudjEuV2F0Y2hFbnZlbG9wZXNSZXNwb25zZTABYgZwcm90bzM", [file_buf_validate_validate, file_envelope_v1_error, file_envelope_v1_execution_envelope, file_envelope_v1_runtime_response, file_google_protobuf_timestamp]);
+  fileDesc("CiNlbnZlbG9wZS92MS9saWZlY3ljbGVfc2VydmljZS5wcm90bxILZW52ZWxvcGUudjEiRgoMU3RhcnRSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgigQEKD0NvbXBsZXRlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARI2CghyZXNwb25zZRgCIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgimwEKC0ZhaWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEjEKBWVycm9yGAIgASgLMhouZW52ZWxvcGUudjEuRXJyb3JFbnZlbG9wZUIGukgDyAEBEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYBCABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJqCg1DYW5jZWxSZXF1ZXN0EhwKC2VudmVsb3BlX2lkGAEgASgJQge6SARyAhABEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMYgAgSIQoFdXNhZ2UYAyABKAsyEi5lbnZlbG9wZS52MS5Vc2FnZSJtCg1TdGFydFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJwChBDb21wbGV0ZVJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJsCgxGYWlsUmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50Im4KDkNhbmNlbFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJICg5BcHByb3ZlUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARIYCgZyZWFzb24YAiABKAlCCLpIBXIDGIAIIm8KD0FwcHJvdmVSZXNwb25zZRIwCghlbnZlbG9wZRgBIAEoCzIeLmVudmVsb3BlLnYxLkV4ZWN1dGlvbkVudmVsb3BlEioKBWV2ZW50GAIgASgLMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlRXZlbnQiRQoLRGVueVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAESGAoGcmVhc29uGAIgASgJQgi6SAVyAxiACCJxChRSZXZpZXdFeHBpcmVkUmVxdWVzdBIcCgtlbnZlbG9wZV9pZBgBIAEoCUIHukgEcgIQARIhCgV1c2FnZRgCIAEoCzISLmVudmVsb3BlLnYxLlVzYWdlEhgKBnJlYXNvbhgDIAEoCUIIukgFcgMYgAgidQoVUmV2aWV3RXhwaXJlZFJlc3BvbnNlEjAKCGVudmVsb3BlGAEgASgLMh4uZW52ZWxvcGUudjEuRXhlY3V0aW9uRW52ZWxvcGUSKgoFZXZlbnQYAiABKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudCJsCgxEZW55UmVzcG9uc2USMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIqCgVldmVudBgCIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50IpQDCg5MaWZlY3ljbGVFdmVudBIOCgZjdXJzb3IYASABKAkSEwoLZW52ZWxvcGVfaWQYAiABKAkSGQoRZW52ZWxvcGVfc2VxdWVuY2UYAyABKAUSLwoKZnJvbV9zdGF0ZRgEIAEoDjIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZVN0YXRlEi0KCHRvX3N0YXRlGAUgASgOMhsuZW52ZWxvcGUudjEuTGlmZWN5Y2xlU3RhdGUSLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmNhbGxlchgHIAEoCRIOCgZyZWFzb24YCCABKAkSEQoJdGVuYW50X2lkGAkgASgJEigKBGtpbmQYCiABKA4yGi5lbnZlbG9wZS52MS5FeGVjdXRpb25LaW5kEikKBXVzYWdlGAsgASgLMhouZW52ZWxvcGUudjEuUmVjb3JkZWRVc2FnZRIpCgVlcnJvchgMIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUiYwoNUmVjb3JkZWRVc2FnZRIOCgZ0b2tlbnMYASABKAMSFwoPY29zdF91c2RfbWljcm9zGAIgASgDEg0KBXN0ZXBzGAMgASgDEhoKEm92ZXJydW5fZGltZW5zaW9ucxgEIAMoCSIyChJHZXRFbnZlbG9wZVJlcXVlc3QSHAoLZW52ZWxvcGVfaWQYASABKAlCB7pIBHICEAEiQgoTR2V0RW52ZWxvcGVSZXNwb25zZRIrCgZyZWNvcmQYASABKAsyGy5lbnZlbG9wZS52MS5FbnZlbG9wZVJlY29yZCL1AQoORW52ZWxvcGVSZWNvcmQSMAoIZW52ZWxvcGUYASABKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIrCgZldmVudHMYAiADKAsyGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVFdmVudBIuCghyZXNwb25zZRgDIAEoCzIcLmVudmVsb3BlLnYxLlJ1bnRpbWVSZXNwb25zZRIpCgVlcnJvchgEIAEoCzIaLmVudmVsb3BlLnYxLkVycm9yRW52ZWxvcGUSKQoFdXNhZ2UYBSABKAsyGi5lbnZlbG9wZS52MS5SZWNvcmRlZFVzYWdlItYCChRMaXN0RW52ZWxvcGVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFQoNYWN0b3Jfc3ViamVjdBgCIAEoCRI8CgZzdGF0ZXMYAyADKA4yGy5lbnZlbG9wZS52MS5MaWZlY3ljbGVTdGF0ZUIPukgMkgEJIgeCAQQQASAAEjoKBWtpbmRzGAQgAygOMhouZW52ZWxvcGUudjEuRXhlY3V0aW9uS2luZEIPukgMkgEJIgeCAQQQASAAEjIKDnJlY2VpdmVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9yZWNlaXZlZF9iZWZvcmUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABISCgpwYWdlX3Rva2VuGAggASgJImMKFUxpc3RFbnZlbG9wZXNSZXNwb25zZRIxCgllbnZlbG9wZXMYASADKAsyHi5lbnZlbG9wZS52MS5FeGVjdXRpb25FbnZlbG9wZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiWAoVV2F0Y2hFbnZlbG9wZXNSZXF1ZXN0EhQKDGFmdGVyX2N1cnNvchgBIAEoCRIWCg5mcm9tX2JlZ2lubmluZxgCIAEoCBIRCgl0ZW5hbnRfaWQYAyABKAkiRAoWV2F0Y2hFbnZlbG9wZXNSZXNwb25zZRIqCgVldmVudBgBIAEoCzIbLmVudmVsb3BlLnYxLkxpZmVjeWNsZUV2ZW50MocGChBMaWZlY3ljbGVTZXJ2aWNlEj4KBVN0YXJ0EhkuZW52ZWxvcGUudjEuU3RhcnRSZXF1ZXN0GhouZW52ZWxvcGUudjEuU3RhcnRSZXNwb25zZRJHCghDb21wbGV0ZRIcLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVxdWVzdBodLmVudmVsb3BlLnYxLkNvbXBsZXRlUmVzcG9uc2USOwoERmFpbBIYLmVudmVsb3BlLnYxLkZhaWxSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRmFpbFJlc3BvbnNlEkEKBkNhbmNlbBIaLmVudmVsb3BlLnYxLkNhbmNlbFJlcXVlc3QaGy5lbnZlbG9wZS52MS5DYW5jZWxSZXNwb25zZRJECgdBcHByb3ZlEhsuZW52ZWxvcGUudjEuQXBwcm92ZVJlcXVlc3QaHC5lbnZlbG9wZS52MS5BcHByb3ZlUmVzcG9uc2USOwoERGVueRIYLmVudmVsb3BlLnYxLkRlbnlSZXF1ZXN0GhkuZW52ZWxvcGUudjEuRGVueVJlc3BvbnNlElYKDVJldmlld0V4cGlyZWQSIS5lbnZlbG9wZS52MS5SZXZpZXdFeHBpcmVkUmVxdWVzdBoiLmVudmVsb3BlLnYxLlJldmlld0V4cGlyZWRSZXNwb25zZRJVCgtHZXRFbnZlbG9wZRIfLmVudmVsb3BlLnYxLkdldEVudmVsb3BlUmVxdWVzdBogLmVudmVsb3BlLnYxLkdldEVudmVsb3BlUmVzcG9uc2UiA5ACARJbCg1MaXN0RW52ZWxvcGVzEiEuZW52ZWxvcGUudjEuTGlzdEVudmVsb3Blc1JlcXVlc3QaIi5lbnZlbG9wZS52MS5MaXN0RW52ZWxvcGVzUmVzcG9uc2UiA5ACARJbCg5XYXRjaEVudmVsb3BlcxIiLmVudmVsb3BlLnYxLldhdGNoRW52ZWxvcGVzUmVxdWVzdBojLmVudmVsb3BlLnYxLldhdGNoRW52ZWxvcGVzUmVzcG9uc2UwAWIGcHJvdG8z", [file_buf_validate_validate, file_envelope_v1_error, file_envelope_v1_execution_envelope, file_envelope_v1_runtime_response, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message envelope.v1.StartRequest
@@ -319,6 +319,63 @@ export const DenyRequestSchema: GenMessage<DenyRequest> = /*@__PURE__*/
   messageDesc(file_envelope_v1_lifecycle_service, 10);
 
 /**
+ * @generated from message envelope.v1.ReviewExpiredRequest
+ */
+export type ReviewExpiredRequest = Message<"envelope.v1.ReviewExpiredRequest"> & {
+  /**
+   * @generated from field: string envelope_id = 1;
+   */
+  envelopeId: string;
+
+  /**
+   * What the execution consumed, as found by the reviewer; unset: nothing.
+   *
+   * @generated from field: envelope.v1.Usage usage = 2;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * The finding, in the reviewer's words; kept in the event.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message envelope.v1.ReviewExpiredRequest.
+ * Use `create(ReviewExpiredRequestSchema)` to create a new message.
+ */
+export const ReviewExpiredRequestSchema: GenMessage<ReviewExpiredRequest> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 11);
+
+/**
+ * @generated from message envelope.v1.ReviewExpiredResponse
+ */
+export type ReviewExpiredResponse = Message<"envelope.v1.ReviewExpiredResponse"> & {
+  /**
+   * The envelope, still expired.
+   *
+   * @generated from field: envelope.v1.ExecutionEnvelope envelope = 1;
+   */
+  envelope?: ExecutionEnvelope | undefined;
+
+  /**
+   * The review's event; its caller is the reviewer.
+   *
+   * @generated from field: envelope.v1.LifecycleEvent event = 2;
+   */
+  event?: LifecycleEvent | undefined;
+};
+
+/**
+ * Describes the message envelope.v1.ReviewExpiredResponse.
+ * Use `create(ReviewExpiredResponseSchema)` to create a new message.
+ */
+export const ReviewExpiredResponseSchema: GenMessage<ReviewExpiredResponse> = /*@__PURE__*/
+  messageDesc(file_envelope_v1_lifecycle_service, 12);
+
+/**
  * @generated from message envelope.v1.DenyResponse
  */
 export type DenyResponse = Message<"envelope.v1.DenyResponse"> & {
@@ -342,7 +399,7 @@ export type DenyResponse = Message<"envelope.v1.DenyResponse"> & {
  * Use `create(DenyResponseSchema)` to create a new message.
  */
 export const DenyResponseSchema: GenMessage<DenyResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 11);
+  messageDesc(file_envelope_v1_lifecycle_service, 13);
 
 /**
  * LifecycleEvent is one transition of one envelope.
@@ -431,7 +488,7 @@ export type LifecycleEvent = Message<"envelope.v1.LifecycleEvent"> & {
  * Use `create(LifecycleEventSchema)` to create a new message.
  */
 export const LifecycleEventSchema: GenMessage<LifecycleEvent> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 12);
+  messageDesc(file_envelope_v1_lifecycle_service, 14);
 
 /**
  * RecordedUsage is the usage reported on completion, in the grant's units.
@@ -471,7 +528,7 @@ export type RecordedUsage = Message<"envelope.v1.RecordedUsage"> & {
  * Use `create(RecordedUsageSchema)` to create a new message.
  */
 export const RecordedUsageSchema: GenMessage<RecordedUsage> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 13);
+  messageDesc(file_envelope_v1_lifecycle_service, 15);
 
 /**
  * @generated from message envelope.v1.GetEnvelopeRequest
@@ -488,7 +545,7 @@ export type GetEnvelopeRequest = Message<"envelope.v1.GetEnvelopeRequest"> & {
  * Use `create(GetEnvelopeRequestSchema)` to create a new message.
  */
 export const GetEnvelopeRequestSchema: GenMessage<GetEnvelopeRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 14);
+  messageDesc(file_envelope_v1_lifecycle_service, 16);
 
 /**
  * @generated from message envelope.v1.GetEnvelopeResponse
@@ -505,7 +562,7 @@ export type GetEnvelopeResponse = Message<"envelope.v1.GetEnvelopeResponse"> & {
  * Use `create(GetEnvelopeResponseSchema)` to create a new message.
  */
 export const GetEnvelopeResponseSchema: GenMessage<GetEnvelopeResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 15);
+  messageDesc(file_envelope_v1_lifecycle_service, 17);
 
 /**
  * EnvelopeRecord is everything the ledger holds about one envelope, for review and export.
@@ -552,7 +609,7 @@ export type EnvelopeRecord = Message<"envelope.v1.EnvelopeRecord"> & {
  * Use `create(EnvelopeRecordSchema)` to create a new message.
  */
 export const EnvelopeRecordSchema: GenMessage<EnvelopeRecord> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 16);
+  messageDesc(file_envelope_v1_lifecycle_service, 18);
 
 /**
  * @generated from message envelope.v1.ListEnvelopesRequest
@@ -616,7 +673,7 @@ export type ListEnvelopesRequest = Message<"envelope.v1.ListEnvelopesRequest"> &
  * Use `create(ListEnvelopesRequestSchema)` to create a new message.
  */
 export const ListEnvelopesRequestSchema: GenMessage<ListEnvelopesRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 17);
+  messageDesc(file_envelope_v1_lifecycle_service, 19);
 
 /**
  * @generated from message envelope.v1.ListEnvelopesResponse
@@ -640,7 +697,7 @@ export type ListEnvelopesResponse = Message<"envelope.v1.ListEnvelopesResponse">
  * Use `create(ListEnvelopesResponseSchema)` to create a new message.
  */
 export const ListEnvelopesResponseSchema: GenMessage<ListEnvelopesResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 18);
+  messageDesc(file_envelope_v1_lifecycle_service, 20);
 
 /**
  * @generated from message envelope.v1.WatchEnvelopesRequest
@@ -673,7 +730,7 @@ export type WatchEnvelopesRequest = Message<"envelope.v1.WatchEnvelopesRequest">
  * Use `create(WatchEnvelopesRequestSchema)` to create a new message.
  */
 export const WatchEnvelopesRequestSchema: GenMessage<WatchEnvelopesRequest> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 19);
+  messageDesc(file_envelope_v1_lifecycle_service, 21);
 
 /**
  * @generated from message envelope.v1.WatchEnvelopesResponse
@@ -690,7 +747,7 @@ export type WatchEnvelopesResponse = Message<"envelope.v1.WatchEnvelopesResponse
  * Use `create(WatchEnvelopesResponseSchema)` to create a new message.
  */
 export const WatchEnvelopesResponseSchema: GenMessage<WatchEnvelopesResponse> = /*@__PURE__*/
-  messageDesc(file_envelope_v1_lifecycle_service, 20);
+  messageDesc(file_envelope_v1_lifecycle_service, 22);
 
 /**
  * LifecycleService records what happens to an admitted execution after Admit: it starts, then
@@ -762,6 +819,19 @@ export const LifecycleService: GenService<{
     methodKind: "unary";
     input: typeof DenyRequestSchema;
     output: typeof DenyResponseSchema;
+  },
+  /**
+   * ReviewExpired records a reviewer's finding on an expired envelope: what the execution consumed
+   * (possibly nothing), once its authoritative state was checked. An expired envelope keeps its
+   * budget reservation until then; the first review settles it with this usage and releases the
+   * rest. The state stays expired; the event (expired to expired) records the reviewer.
+   *
+   * @generated from rpc envelope.v1.LifecycleService.ReviewExpired
+   */
+  reviewExpired: {
+    methodKind: "unary";
+    input: typeof ReviewExpiredRequestSchema;
+    output: typeof ReviewExpiredResponseSchema;
   },
   /**
    * GetEnvelope returns an envelope in its current state with its full record.

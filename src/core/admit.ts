@@ -1,6 +1,6 @@
 // The admission core: one request in, one decision out, no I/O. The caller (the service) supplies
 // the clock reading and the ids, and owns whatever happens next (recording, answering).
-import { clone } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { type Timestamp, TimestampSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Warning } from "../gen/envelope/v1/common_pb.js";
 import type { ErrorDetail, ErrorEnvelope } from "../gen/envelope/v1/error_pb.js";
@@ -8,6 +8,7 @@ import {
   DecisionOutcome,
   type DecisionReason,
   type ExecutionEnvelope,
+  ExecutionEnvelopeSchema,
   type ExecutionKind,
   type GrantedResources,
   LifecycleState,
@@ -160,6 +161,35 @@ export function admit(request: RuntimeRequest, config: AdmissionConfig, inputs: 
     traceId: inputs.traceId,
   };
   return { kind: "admitted", envelope, budget: budgeted.claim };
+}
+
+/**
+ * The record of a refused request: what was asked, by whom for whom, and why it was refused; no
+ * grant. The ledger keeps it (state rejected) so that refusals are reviewed with admissions.
+ */
+export function rejectedEnvelope(
+  request: RuntimeRequest,
+  error: ErrorEnvelope,
+  config: Pick<AdmissionConfig, "kindRules" | "fallbackKind">,
+  inputs: Pick<AdmitInputs, "nowMs" | "envelopeId" | "traceId">,
+): ExecutionEnvelope {
+  const now = timestampFromMs(inputs.nowMs);
+  const detail = error.error;
+  return create(ExecutionEnvelopeSchema, {
+    envelopeId: inputs.envelopeId,
+    contractVersion: serverContractVersion,
+    request,
+    kind: request.task === undefined ? 0 : resolveKind(request.task, config.kindRules, config.fallbackKind),
+    policyScope: policyScope(request),
+    decision: {
+      outcome: DecisionOutcome.REJECTED,
+      reasons: [{ code: detail?.code ?? "", message: detail?.message ?? "", dimension: "" }],
+    },
+    state: LifecycleState.REJECTED,
+    receivedAt: now,
+    decidedAt: now,
+    traceId: inputs.traceId,
+  });
 }
 
 /** What Admit would say of a request, every blocking reason included: Explain's answer. */

@@ -82,6 +82,15 @@ export interface Ledger {
     encoded?: Uint8Array | undefined,
     budget?: BudgetClaim | undefined,
   ): Promise<RecordOutcome>;
+  /**
+   * Records a refused request as an envelope in state rejected, with its error. It takes no
+   * idempotency slot: the same request, corrected, is admitted later as any other.
+   */
+  recordRejection(
+    envelope: ExecutionEnvelope,
+    error: ErrorEnvelope,
+    call: { readonly caller?: { readonly principal: string } | undefined },
+  ): Promise<void>;
   transition(request: TransitionRequest): Promise<TransitionResult>;
   get(envelopeId: string): Promise<EnvelopeRecord | undefined>;
   /** The envelope alone, in its current state (no events read). */
@@ -189,6 +198,46 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
           violations: [],
         }),
       };
+    },
+
+    async recordRejection(envelope, error, call) {
+      const caller = call.caller?.principal ?? unauthenticatedCaller;
+      const atMs = timestampMs(envelope.receivedAt) ?? now();
+      const errorBytes = toBinary(ErrorEnvelopeSchema, error);
+      const detail = error.error;
+      committed(
+        await store.admit([
+          {
+            row: {
+              envelopeId: envelope.envelopeId,
+              tenantId: envelope.policyScope?.tenantId ?? "",
+              actorSubject: envelope.policyScope?.actorSubject ?? "",
+              kind: envelope.kind,
+              state: LifecycleState.REJECTED,
+              // Unique and never a request's own id, so a refusal holds no idempotency slot.
+              requestId: `rejected:${envelope.envelopeId}`,
+              idempotencyKey: "",
+              requestHash: "",
+              receivedAtMs: atMs,
+              deadlineMs: 0,
+              envelope: toBinary(ExecutionEnvelopeSchema, envelope),
+              response: null,
+              error: errorBytes,
+              usage: null,
+            },
+            events: [
+              { toState: LifecycleState.RECEIVED, atMs, caller, reason: "" },
+              {
+                toState: LifecycleState.REJECTED,
+                atMs,
+                caller,
+                reason: `${detail?.category ?? ""} ${detail?.code ?? ""}`.trim(),
+                error: errorBytes,
+              },
+            ],
+          },
+        ]),
+      );
     },
 
     async transition(t) {

@@ -3,7 +3,7 @@
 // answering. Transports own decoding, deadlines and cancellation signals, and the wire errors.
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type AdmissionConfig, admit, explain } from "../core/admit.js";
+import { type AdmissionConfig, admit, explain, rejectedEnvelope } from "../core/admit.js";
 import { type BudgetClaim, type BudgetLine, budgetLines, budgetSubject, parentLines } from "../core/budget.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
@@ -60,6 +60,8 @@ export interface EnvelopeRecorder {
     encoded: Uint8Array | undefined,
     budget: BudgetClaim | undefined,
   ): Promise<RecordOutcome>;
+  /** Records a refused request (state rejected) before the refusal is answered. */
+  recordRejection?(envelope: ExecutionEnvelope, error: ErrorEnvelope, call: CallContext): Promise<void>;
 }
 
 /**
@@ -105,6 +107,34 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
   };
   const now = options.now ?? Date.now;
   const capabilities = buildCapabilities(config, options.features);
+
+  /**
+   * A refusal, recorded first as an envelope in state rejected (its id goes into the error) so that
+   * refusals are reviewed with admissions. An idempotency conflict is about an envelope recorded
+   * already, and is not recorded again. If the ledger cannot take the record, the refusal is
+   * answered anyway: it reserves and starts nothing.
+   */
+  const refusal = async (
+    error: ErrorEnvelope,
+    request: RuntimeRequest,
+    nowMs: number,
+    traceId: string,
+    call: CallContext,
+  ): Promise<AdmitAnswer> => {
+    if (recorder?.recordRejection === undefined || error.error?.category === "validation.conflict") {
+      return { kind: "rejected", error };
+    }
+    const envelopeId = newEnvelopeId(nowMs);
+    const recordedError = { ...error, envelopeId };
+    const envelope = rejectedEnvelope(request, recordedError, config, { nowMs, envelopeId, traceId });
+    try {
+      await recorder.recordRejection(envelope, recordedError, call);
+    } catch (cause) {
+      if (cause instanceof LedgerUnavailableError) return { kind: "rejected", error };
+      throw cause;
+    }
+    return { kind: "rejected", error: recordedError };
+  };
 
   return {
     capabilities: () => capabilities,
@@ -175,7 +205,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         caller: call.caller,
         delegationParent: parent,
       });
-      if (result.kind !== "admitted") return result;
+      if (result.kind !== "admitted") return refusal(result.error, request, nowMs, traceId, call);
       if (recorder === undefined) return { ...result, encoded: undefined };
       const encoded = call.encodeEnvelope?.(result.envelope);
       let recorded: RecordOutcome;
@@ -190,7 +220,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
         }
         throw cause;
       }
-      if (recorded.kind === "refused") return { kind: "rejected", error: recorded.error };
+      if (recorded.kind === "refused") return refusal(recorded.error, request, nowMs, traceId, call);
       // An envelope admitted before is answered as stored now, in its current state; one whose grant
       // the budgets lowered, as stored too.
       if (recorded.kind === "existing") return { kind: "admitted", envelope: recorded.envelope, encoded: undefined };

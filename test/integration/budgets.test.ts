@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig, loadConfig } from "../../src/config/config.js";
+import { loadConfig } from "../../src/config/config.js";
 import { DecisionOutcome, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
 import type { RuntimeRequest } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { RuntimeResponseSchema } from "../../src/gen/envelope/v1/runtime_response_pb.js";
@@ -267,7 +267,8 @@ describe("an expired envelope's reservation, over gRPC on SQLite", () => {
   let t: TestServer;
   beforeAll(async () => {
     t = await startTestServer({
-      config: { budgets, ledger: { ...defaultConfig.ledger, expiryGraceMs: 0, sweepIntervalMs: 100 } },
+      // The helper's fresh data directory stays: only the sweeper's timing changes.
+      config: { budgets, ledger: { expiryGraceMs: 0, sweepIntervalMs: 100 } as never },
     });
   });
   afterAll(async () => {

@@ -140,10 +140,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         await store.admit([
           {
             row: {
-              envelopeId: envelope.envelopeId,
-              tenantId: envelope.policyScope?.tenantId ?? "",
-              actorSubject: envelope.policyScope?.actorSubject ?? "",
-              kind: envelope.kind,
+              ...whoAndWhat(envelope),
               state: envelope.state,
               requestId: request?.requestId ?? "",
               idempotencyKey: request?.task?.idempotencyKey ?? "",
@@ -209,10 +206,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         await store.admit([
           {
             row: {
-              envelopeId: envelope.envelopeId,
-              tenantId: envelope.policyScope?.tenantId ?? "",
-              actorSubject: envelope.policyScope?.actorSubject ?? "",
-              kind: envelope.kind,
+              ...whoAndWhat(envelope),
               state: LifecycleState.REJECTED,
               // Unique and never a request's own id, so a refusal holds no idempotency slot.
               requestId: `rejected:${envelope.envelopeId}`,
@@ -383,6 +377,16 @@ function sortedJson<T extends JsonValue | undefined>(value: T): T {
   const out: JsonObject = {};
   for (const key of Object.keys(value).sort()) out[key] = sortedJson((value as JsonObject)[key] as JsonValue);
   return out as T;
+}
+
+/** The columns an envelope row takes from the envelope itself: its id, tenant, actor and kind. */
+function whoAndWhat(envelope: ExecutionEnvelope) {
+  return {
+    envelopeId: envelope.envelopeId,
+    tenantId: envelope.policyScope?.tenantId ?? "",
+    actorSubject: envelope.policyScope?.actorSubject ?? "",
+    kind: envelope.kind,
+  };
 }
 
 function decisionReason(envelope: ExecutionEnvelope): string {

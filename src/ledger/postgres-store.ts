@@ -368,6 +368,10 @@ async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Pro
   return outcomes as AdmitOutcome[];
 }
 
+/** Joins budget_counters (as c) to the counters named by three arrays: keys, window starts, dimensions. */
+const joinCounters = `JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
+  ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`;
+
 /** A counter's identity as one string, for maps. */
 const counterId = (key: string, windowStartMs: number, dimension: string) => `${key}\n${windowStartMs}\n${dimension}`;
 
@@ -398,8 +402,7 @@ async function allocateBudgets(
     {
       name: "envelope-budget-lock",
       text: `SELECT c.budget_key, c.window_start_ms, c.dimension, c.reserved + c.spent AS used
-      FROM budget_counters c JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
-        ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d
+      FROM budget_counters c ${joinCounters}
       ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
       values: columns,
     },
@@ -481,8 +484,7 @@ async function settleBudgets(client: Client, ended: ReadonlyMap<string, Readonly
   const parts = ids.map((id) => id.split("\n") as [string, string, string]);
   await client.query({
     name: "envelope-budget-lock-settle",
-    text: `SELECT 1 FROM budget_counters c JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
-        ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d
+    text: `SELECT 1 FROM budget_counters c ${joinCounters}
       ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
     values: [parts.map((p) => p[0]), parts.map((p) => Number(p[1])), parts.map((p) => p[2])],
   });
@@ -894,8 +896,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       const rows = await query<{ budget_key: string; window_start_ms: string; dimension: string; used: string }>(
         "envelope-budget-usage",
         `SELECT budget_key, window_start_ms, dimension, reserved + spent AS used FROM budget_counters c
-          JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
-            ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`,
+          ${joinCounters}`,
         [lines.map((l) => l.key), lines.map((l) => l.windowStartMs), lines.map((l) => l.dimension)],
       );
       const used = new Map(

@@ -267,7 +267,22 @@ export class SqliteLedger {
   }
 
   admit(entries: readonly AdmitEntry[]): AdmitOutcome[] {
-    return entries.map(({ row, events, budget }) => {
+    // A batch's admissions mostly draw on the same few counters: each is read once, kept here as
+    // reservations add to it, and written once at the end, all in this transaction.
+    const counters = new Map<
+      string,
+      { key: string; windowStartMs: number; dimension: string; used: number; added: number }
+    >();
+    const counter = (key: string, windowStartMs: number, dimension: string) => {
+      const id = `${key}\n${windowStartMs}\n${dimension}`;
+      let c = counters.get(id);
+      if (c === undefined) {
+        c = { key, windowStartMs, dimension, used: this.counter(key, windowStartMs, dimension), added: 0 };
+        counters.set(id, c);
+      }
+      return c;
+    };
+    const outcomes = entries.map(({ row, events, budget }): AdmitOutcome => {
       const last = events.at(-1);
       const inserted = this.insertEnvelope.run({
         ...row,
@@ -286,13 +301,15 @@ export class SqliteLedger {
       let regranted: Uint8Array | undefined;
       if (budget !== undefined) {
         // Inserted first, so that a repeated request reserves nothing; undone when a budget is short.
-        const allocation = allocate(budget, (line) => this.counter(line.key, line.windowStartMs, line.dimension));
+        const allocation = allocate(budget, (l) => counter(l.key, l.windowStartMs, l.dimension).used);
         if (allocation.kind === "short") {
           this.deleteEnvelope.run(row.envelopeId);
           return allocation;
         }
         for (const r of allocation.reservations) {
-          this.reserve.run(r.key, r.windowStartMs, r.dimension, r.amount);
+          const c = counter(r.key, r.windowStartMs, r.dimension);
+          c.used += r.amount;
+          c.added += r.amount;
           this.insertReservation.run(row.envelopeId, r.key, r.windowStartMs, r.dimension, r.amount);
         }
         regranted = regrantedBytes(row.envelope, allocation);
@@ -307,6 +324,10 @@ export class SqliteLedger {
       });
       return { kind: "inserted", envelope: regranted };
     });
+    for (const c of counters.values()) {
+      if (c.added > 0) this.reserve.run(c.key, c.windowStartMs, c.dimension, c.added);
+    }
+    return outcomes;
   }
 
   private counter(key: string, windowStartMs: number, dimension: string): number {

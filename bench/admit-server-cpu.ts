@@ -5,12 +5,14 @@
 // run at once and the load moves between them in short slices, round after round, so that drift on
 // a shared machine lands on each alike. Server CPU is read from /proc (user + system) per slice.
 //
-//   npm run build && tsx bench/admit-server-cpu.ts [--baseline DIR] [--seconds 1.5] [--rounds 3]
+//   npm run build && tsx bench/admit-server-cpu.ts [--baseline DIR] [--governed FILE] [--seconds 1.5] [--rounds 3]
 //
 // DIR must hold a built tree (bin/envelope.js and dist/), e.g. `git archive REV | tar -x -C DIR`,
 // node_modules linked in, then `npx tsc -p tsconfig.build.json` there.
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { fromJson, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -26,6 +28,7 @@ const { values: flags } = parseArgs({
     warmup: { type: "string", default: "1" },
     rounds: { type: "string", default: "3" },
     inflight: { type: "string", default: "32" },
+    governed: { type: "string" },
   },
 });
 const sliceMs = Number(flags.seconds) * 1000;
@@ -89,7 +92,23 @@ const servers: Server[] = [
     path: admitPath,
     body: admitBody,
   },
+  // With --governed FILE: the ledger alone, and the ledger with the configuration in FILE (a policy
+  // bundle, budgets), to weigh what governance adds to an Admit.
+  ...(flags.governed === undefined
+    ? []
+    : [
+        { name: "Admit, ledger", command: [...serve(root), "--data-dir", ledgerDir("plain")] },
+        {
+          name: "Admit, ledger + governance",
+          command: [...serve(root), "--data-dir", ledgerDir("governed"), "--config", flags.governed],
+        },
+      ].map((x) => ({ ...x, cwd: root, path: admitPath, body: admitBody }))),
 ];
+
+/** A fresh SQLite ledger directory for one server. */
+function ledgerDir(name: string): string {
+  return mkdtempSync(join(tmpdir(), `envelope-cpu-${name}-`));
+}
 
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];

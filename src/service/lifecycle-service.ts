@@ -115,6 +115,25 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     return row !== undefined && mayActForTenant(call.caller, row.tenantId, rules);
   };
 
+  /**
+   * Separation of duties: the authenticated caller that made a request held for approval may not
+   * approve it itself (it may still withdraw it, with Deny or Cancel). Unset when it may approve.
+   */
+  const approvingOwnRequest = async (envelopeId: string, call: CallContext): Promise<Refusal | undefined> => {
+    if (call.caller === undefined || envelopeId === "") return undefined;
+    const events = await ledger.store.events(envelopeId);
+    if (events[0]?.caller !== call.caller.principal) return undefined;
+    return {
+      kind: "error",
+      error: createErrorEnvelope(serverContractVersion, {
+        category: "authorization",
+        code: "APPROVER_IS_REQUESTER",
+        message: "the caller that made a request held for approval cannot approve it; another approver must",
+        envelopeId,
+      }),
+    };
+  };
+
   const transition = async <
     Desc extends DescMessage,
     R extends MessageShape<DescMessage> & { envelopeId: string; reason: string },
@@ -164,7 +183,11 @@ export function createLifecycleService(options: LifecycleServiceOptions): Lifecy
     // Only pending_approval leads to admitted or rejected once an envelope is recorded (the
     // lifecycle graph), so the store's state check is what limits these to envelopes held for approval.
     approve: (r, call) =>
-      guard(() => transition(ApproveResponseSchema, r, ApproveRequestSchema, LifecycleState.ADMITTED, call)),
+      guard(async () => {
+        const own = await approvingOwnRequest(r.envelopeId, call);
+        if (own !== undefined) return own;
+        return transition(ApproveResponseSchema, r, ApproveRequestSchema, LifecycleState.ADMITTED, call);
+      }),
     reviewExpired: (r, call) =>
       guard(() =>
         transition(ReviewExpiredResponseSchema, r, ReviewExpiredRequestSchema, LifecycleState.EXPIRED, call, {

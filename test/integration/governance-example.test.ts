@@ -83,7 +83,7 @@ it("refuses alice below her minimum once the hour's tokens are reserved, saying 
   expect(bob.granted?.tokens).toBe(4000);
 });
 
-it("holds a high-risk PII request for approval, and the reviewer approves it", async () => {
+it("holds a high-risk PII request for approval; the requester cannot approve it, the reviewer does", async () => {
   const held = await admission().admit(
     ask(1000, (r) => {
       (r.actor as NonNullable<RuntimeRequest["actor"]>).subject = "user:carol@example.test";
@@ -92,6 +92,10 @@ it("holds a high-risk PII request for approval, and the reviewer approves it", a
     as("acme-backend"),
   );
   expect(held.state).toBe(LifecycleState.PENDING_APPROVAL);
+  // Separation of duties: the backend that made the request cannot approve it itself.
+  const own = await rejection(lifecycle().approve({ envelopeId: held.envelopeId }, as("acme-backend")));
+  expect(own.error.code).toBe(Code.PermissionDenied);
+  expect(own.envelope.error?.code).toBe("APPROVER_IS_REQUESTER");
   const approved = await lifecycle().approve(
     { envelopeId: held.envelopeId, reason: "case reviewed" },
     as("acme-reviewer"),

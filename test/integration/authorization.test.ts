@@ -102,12 +102,13 @@ describe.each(["gRPC (grpc-js port)", "Connect JSON (HTTP port)"] as const)("ove
 
   it("hides another tenant's envelopes: Get and transitions answer not found", async () => {
     const { envelopeId } = await admission().admit(freshRequest(), as("acme-backend"));
+    // One at a time: a refusal made before it is awaited would be an unhandled rejection.
     for (const call of [
-      lifecycle().getEnvelope({ envelopeId }, as("other-backend")),
-      lifecycle().start({ envelopeId }, as("other-backend")),
-      lifecycle().cancel({ envelopeId }, as("other-backend")),
+      () => lifecycle().getEnvelope({ envelopeId }, as("other-backend")),
+      () => lifecycle().start({ envelopeId }, as("other-backend")),
+      () => lifecycle().cancel({ envelopeId }, as("other-backend")),
     ]) {
-      const { error, envelope } = await rejection(call);
+      const { error, envelope } = await rejection(call());
       expect(error.code).toBe(Code.NotFound);
       expect(envelope.error?.code).toBe("ENVELOPE_NOT_FOUND");
     }

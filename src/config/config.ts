@@ -81,6 +81,11 @@ export interface LedgerConfig {
   readonly sweepIntervalMs: number;
   /** Terminal envelopes older than this are deleted; 0 keeps everything. */
   readonly retentionMs: number;
+  /**
+   * PostgreSQL: how long an admission waits for its budget counters' row locks before each
+   * budget's failure policy (onUnavailable) applies.
+   */
+  readonly budgetLockTimeoutMs: number;
 }
 
 export const defaultConfig: EnvelopeConfig = Object.freeze({
@@ -105,6 +110,7 @@ export const defaultConfig: EnvelopeConfig = Object.freeze({
     expiryGraceMs: 30_000,
     sweepIntervalMs: 5_000,
     retentionMs: 0,
+    budgetLockTimeoutMs: 1_000,
   } as LedgerConfig,
 });
 
@@ -151,6 +157,13 @@ const durationMs: Parser = (v) => {
 const drainMs: Parser = (v) => {
   const ms = typeof v === "string" ? parseDuration(v) : undefined;
   return ms === undefined ? bad('a duration such as "0s", "500ms" or "10s"') : ok(ms);
+};
+
+const lockTimeoutMs: Parser = (v) => {
+  const ms = typeof v === "string" ? parseDuration(v) : undefined;
+  return ms === undefined || ms < 10 || ms > 60_000
+    ? bad('a duration from 10ms to 60s, such as "200ms" or "1s"')
+    : ok(ms);
 };
 
 const retentionMs: Parser = (v) => {
@@ -242,9 +255,12 @@ const callerGrants: Parser = (v) => {
 
 const budgetDefinitions: Parser = (v) => {
   const expected =
-    'a list of {name, tenant (an id or "*", default "*"), per (tenant, actor or session; default tenant), window (request, minute, hour, day or month), and at least one limit: tokens, costUsd, steps, concurrent, resources: {NAME: count}}';
+    'a list of {name, tenant (an id or "*", default "*"), per (tenant, actor or session; default tenant), window (request, minute, hour, day or month), onUnavailable (closed or open; default closed), and at least one limit: tokens, costUsd, steps, concurrent, resources: {NAME: count}}';
   if (!Array.isArray(v)) return bad(expected);
-  const fields = ["name", "tenant", "per", "window", "tokens", "costUsd", "steps", "concurrent", "resources"];
+  const fields = [
+    ...["name", "tenant", "per", "window", "onUnavailable"],
+    ...["tokens", "costUsd", "steps", "concurrent", "resources"],
+  ];
   const positive = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
   const out: BudgetDefinition[] = [];
   for (const item of v) {
@@ -261,6 +277,10 @@ const budgetDefinitions: Parser = (v) => {
     if (!["tenant", "actor", "session"].includes(per as string))
       return problem(`"${name}".per is not tenant, actor or session`);
     if (!budgetWindows.includes(b.window as BudgetWindow)) return problem(`"${name}".window is missing or unknown`);
+    const onUnavailable = b.onUnavailable ?? "closed";
+    if (onUnavailable !== "closed" && onUnavailable !== "open") {
+      return problem(`"${name}".onUnavailable is not closed or open`);
+    }
     const limits: Record<string, number> = {};
     for (const dimension of ["tokens", "steps", "concurrent"]) {
       if (b[dimension] === undefined) continue;
@@ -280,7 +300,16 @@ const budgetDefinitions: Parser = (v) => {
       }
     }
     if (Object.keys(limits).length === 0) return problem(`"${name}" sets no limit`);
-    out.push(Object.freeze({ name, tenant, per: per as BudgetScope, window: b.window as BudgetWindow, limits }));
+    out.push(
+      Object.freeze({
+        name,
+        tenant,
+        per: per as BudgetScope,
+        window: b.window as BudgetWindow,
+        limits,
+        ...(onUnavailable === "open" ? { failOpen: true } : {}),
+      }),
+    );
   }
   return ok(Object.freeze(out));
 };
@@ -342,6 +371,7 @@ const leaves: Readonly<Record<string, Leaf>> = {
   "ledger.expiryGrace": { parse: drainMs, target: ["ledger", "expiryGraceMs"] },
   "ledger.sweepInterval": { parse: durationMs, target: ["ledger", "sweepIntervalMs"] },
   "ledger.retention": { parse: retentionMs, target: ["ledger", "retentionMs"] },
+  "ledger.budgetLockTimeout": { parse: lockTimeoutMs, target: ["ledger", "budgetLockTimeoutMs"] },
 };
 
 /** The environment variable of a key: "limits.maxDeadline" → ENVELOPE_LIMITS_MAX_DEADLINE. */

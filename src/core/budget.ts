@@ -36,6 +36,12 @@ export interface BudgetDefinition {
   readonly window: BudgetWindow;
   /** Limits per dimension, in accounting units: "tokens", "costUsdMicros", "steps", "concurrent", "resources.NAME". */
   readonly limits: Readonly<Record<string, number>>;
+  /**
+   * The failure policy: when the store cannot reach this budget's counters in time (PostgreSQL
+   * row locks held past ledger.budgetLockTimeout), false refuses the request (fail closed, the
+   * default), true admits it without reserving from this budget and marks the envelope degraded.
+   */
+  readonly failOpen?: boolean;
 }
 
 /**
@@ -57,6 +63,8 @@ export interface BudgetLine {
   /** When the window renews; 0 for held dimensions, which free up when an execution ends. */
   readonly windowEndMs: number;
   readonly window: BudgetWindow;
+  /** Admit without this line when its counter cannot be reached (the definition's failure policy). */
+  readonly failOpen?: boolean;
 }
 
 /** What an admission asks of the budgets: handed to the store with the envelope. */
@@ -151,6 +159,7 @@ export function budgetLines(
         windowStartMs: consumable ? bounds.startMs : 0,
         windowEndMs: consumable ? bounds.endMs : 0,
         window: d.window,
+        ...(d.failOpen === true ? { failOpen: true } : {}),
       });
     }
   }
@@ -430,6 +439,37 @@ export function regrantEnvelope(
 }
 
 export const budgetCheckpoint = "admission.budget";
+
+/** The budgets of lines, each named once, in order. */
+export function budgetNames(lines: readonly BudgetLine[]): string[] {
+  return [...new Set(lines.map((l) => l.budget))];
+}
+
+/** A refusal when budgets that fail closed could not be reached: retryable, nothing was reserved. */
+export function budgetsUnavailable(budgets: readonly string[]): ErrorInit {
+  return {
+    category: "dependency.unavailable",
+    code: "BUDGET_UNAVAILABLE",
+    retryable: true,
+    message: `the counters of ${budgets.map((b) => `budget "${b}"`).join(", ")} could not be reached in time, and ${budgets.length === 1 ? "it fails" : "they fail"} closed; nothing was reserved`,
+  };
+}
+
+/**
+ * Marks an envelope admitted without reserving from budgets whose counters could not be reached
+ * (they fail open): a DEGRADED warning naming them, and the budgets' policy decision "degraded".
+ */
+export function degradeEnvelope(envelope: ExecutionEnvelope, budgets: readonly string[]): void {
+  const decision = envelope.decision;
+  if (decision === undefined) return;
+  decision.warnings.push({
+    $typeName: "envelope.v1.Warning",
+    code: "DEGRADED",
+    field: "",
+    message: `admitted without reserving from ${budgets.map((b) => `budget "${b}"`).join(", ")}: the counters could not be reached in time, and the budget fails open; this execution is not counted against it`,
+  });
+  for (const d of decision.policyDecisions) if (d.checkpoint === budgetCheckpoint) d.effect = "degraded";
+}
 
 function budgetDecision(decisionId: string, effect: string, policyVersion: string): PolicyDecision {
   return { $typeName: "envelope.v1.PolicyDecision", decisionId, checkpoint: budgetCheckpoint, effect, policyVersion };

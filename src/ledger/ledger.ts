@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { create, fromBinary, type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { type BudgetClaim, budgetRefusal } from "../core/budget.js";
+import { type BudgetClaim, budgetRefusal, budgetsUnavailable } from "../core/budget.js";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
 import { stateName, usageAgainstGrant } from "../core/lifecycle.js";
@@ -164,6 +164,16 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
         if (outcome?.envelope === undefined) return { kind: "recorded", envelope };
         const stored = fromBinary(ExecutionEnvelopeSchema, outcome.envelope);
         return { kind: "recorded", envelope: stored, regranted: { encoded: outcome.envelope } };
+      }
+      if (outcome.kind === "unavailable") {
+        return {
+          kind: "refused",
+          error: createErrorEnvelope(serverContractVersion, {
+            ...budgetsUnavailable(outcome.budgets),
+            requestId: request?.requestId ?? "",
+            traceId: envelope.traceId,
+          }),
+        };
       }
       if (outcome.kind === "short") {
         return {

@@ -22,7 +22,11 @@ export async function openLedgerStore(config: LedgerConfig): Promise<OpenedStore
     }
     case "postgres": {
       const { openPostgresStore } = await import("./postgres-store.js");
-      const store = await openPostgresStore({ url: config.postgresUrl, durability: config.durability });
+      const store = await openPostgresStore({
+        url: config.postgresUrl,
+        durability: config.durability,
+        budgetLockTimeoutMs: config.budgetLockTimeoutMs,
+      });
       return { store, migrated: store.migrated, location: withoutPassword(config.postgresUrl) };
     }
   }

@@ -8,6 +8,7 @@ import {
   allocate,
   type BudgetClaim,
   type BudgetLine,
+  budgetNames,
   consumableDimensions,
   type Reservation,
 } from "../core/budget.js";
@@ -20,7 +21,7 @@ import {
   settlesBudgets,
 } from "../core/lifecycle.js";
 import { LifecycleState } from "../gen/envelope/v1/execution_envelope_pb.js";
-import { regrantedBytes } from "./budget-rows.js";
+import { degradedBytes, regrantedBytes } from "./budget-rows.js";
 import { envelopeRow, eventRow, type RawEnvelope, type RawEvent, type RawReservation } from "./columns.js";
 import { createGroupCommit } from "./group-commit.js";
 import {
@@ -47,6 +48,11 @@ export interface PostgresStoreOptions {
    * its wal_writer_delay), and with them seqs that a Watch may already have delivered.
    */
   readonly durability: Durability;
+  /**
+   * How long an admission waits for its budget counters' row locks before the budgets' failure
+   * policy applies (fail closed: refused; fail open: admitted degraded). Default 1000 ms.
+   */
+  readonly budgetLockTimeoutMs?: number;
   /** At most this many admit() calls, or transition() calls, per transaction. Default 1024. */
   readonly maxBatch?: number;
   /** Connections in the pool. Default 10. */
@@ -249,7 +255,11 @@ async function appendEvents(client: Client, events: readonly NewEventRow[]): Pro
     .sort((a, b) => a.seq - b.seq);
 }
 
-async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Promise<AdmitOutcome[]> {
+async function admitEntries(
+  client: Client,
+  entries: readonly AdmitEntry[],
+  budgetLockTimeoutMs: number,
+): Promise<AdmitOutcome[]> {
   const rows = entries.map(({ row, events }) => ({
     ...row,
     idempotencyKey: row.idempotencyKey === "" ? null : row.idempotencyKey,
@@ -308,16 +318,18 @@ async function admitEntries(client: Client, entries: readonly AdmitEntry[]): Pro
     isInserted[i] && e.budget !== undefined ? [{ index: i, envelopeId: e.row.envelopeId, claim: e.budget }] : [],
   );
   if (budgeted.length > 0) {
-    const allocated = await allocateBudgets(client, budgeted);
+    const allocated = await allocateWithinTimeout(client, budgeted, budgetLockTimeoutMs);
     budgeted.forEach(({ index }, k) => {
-      const allocation = allocated[k] as Allocation;
-      if (allocation.kind === "short") {
+      const allocation = allocated[k] as BudgetOutcome;
+      const stored = (entries[index] as AdmitEntry).row.envelope;
+      if (allocation.kind === "short" || allocation.kind === "unavailable") {
         outcomes[index] = allocation;
         isInserted[index] = false;
-        return;
+      } else if (allocation.kind === "degraded") {
+        outcomes[index] = { kind: "inserted", envelope: degradedBytes(stored, allocation.budgets) };
+      } else {
+        outcomes[index] = { kind: "inserted", envelope: regrantedBytes(stored, allocation) };
       }
-      const regranted = regrantedBytes((entries[index] as AdmitEntry).row.envelope, allocation);
-      outcomes[index] = { kind: "inserted", envelope: regranted };
     });
     const dropped = budgeted.filter(({ index }) => !isInserted[index]).map((b) => b.envelopeId);
     const rewritten = budgeted.flatMap(({ index, envelopeId }) => {
@@ -374,6 +386,41 @@ const joinCounters = `JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, 
 
 /** A counter's identity as one string, for maps. */
 const counterId = (key: string, windowStartMs: number, dimension: string) => `${key}\n${windowStartMs}\n${dimension}`;
+
+type BudgetOutcome =
+  | Allocation
+  | { readonly kind: "unavailable"; readonly budgets: readonly string[] }
+  | { readonly kind: "degraded"; readonly budgets: readonly string[] };
+
+/**
+ * allocateBudgets, waiting at most `timeoutMs` for the counters' row locks (another transaction
+ * holding them: a hot tenant, a stuck session). When they cannot be had in time, nothing of the
+ * budgets is kept (the savepoint), and each admission follows its budgets' failure policy: refused
+ * if any of them fails closed, else admitted without reservations and marked degraded.
+ */
+async function allocateWithinTimeout(
+  client: Client,
+  admissions: readonly { envelopeId: string; claim: BudgetClaim }[],
+  timeoutMs: number,
+): Promise<BudgetOutcome[]> {
+  await client.query(`SAVEPOINT envelope_budgets; SET LOCAL lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+  let allocated: Allocation[];
+  try {
+    allocated = await allocateBudgets(client, admissions);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "55P03") throw error;
+    // Rolling back to the savepoint also restores lock_timeout.
+    await client.query("ROLLBACK TO SAVEPOINT envelope_budgets");
+    return admissions.map(({ claim }): BudgetOutcome => {
+      const closed = claim.lines.filter((l) => l.failOpen !== true);
+      return closed.length > 0
+        ? { kind: "unavailable", budgets: budgetNames(closed) }
+        : { kind: "degraded", budgets: budgetNames(claim.lines) };
+    });
+  }
+  await client.query("SET LOCAL lock_timeout TO DEFAULT; RELEASE SAVEPOINT envelope_budgets");
+  return allocated;
+}
 
 /**
  * Locks every counter the batch touches (in key order, so that batches on several replicas never
@@ -858,7 +905,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       { maxBatch: options.maxBatch ?? 1024 },
     );
   const admissions = batched(async (client, calls: readonly (readonly AdmitEntry[])[]) => {
-    const outcomes = await admitEntries(client, calls.flat());
+    const outcomes = await admitEntries(client, calls.flat(), options.budgetLockTimeoutMs ?? 1000);
     let start = 0;
     return calls.map((entries) => {
       start += entries.length;

@@ -81,6 +81,8 @@ export type AdmitOutcome =
   | { readonly kind: "inserted"; readonly envelope?: Uint8Array | undefined }
   /** A budget cannot cover the minimum; nothing was inserted or reserved. */
   | { readonly kind: "short"; readonly shortfalls: readonly BudgetShort[] }
+  /** Budgets that fail closed could not be reached in time; nothing was inserted or reserved. */
+  | { readonly kind: "unavailable"; readonly budgets: readonly string[] }
   /** An envelope with the same requestId, or the same tenant and idempotency key, exists. */
   | { readonly kind: "existing"; readonly row: EnvelopeRow };
 

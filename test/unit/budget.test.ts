@@ -147,6 +147,7 @@ describe("budgets.definitions configuration", () => {
     [[{ name: "d", window: "day" }], '"d" sets no limit'],
     [[{ name: "d", window: "day", tokens: -1 }], '"d".tokens must be a positive integer'],
     [[{ name: "d", window: "day", tokens: 1, per: "team" }], '"d".per is not tenant, actor or session'],
+    [[{ name: "d", window: "day", tokens: 1, onUnavailable: "maybe" }], '"d".onUnavailable is not closed or open'],
     [[{ name: "d", window: "day", tokens: 1, limit: 3 }], '"d" has unknown keys limit'],
     [
       [
@@ -158,6 +159,22 @@ describe("budgets.definitions configuration", () => {
   ])("refuses %j, saying why", (definitions, why) => {
     expect(() => load(definitions)).toThrow(ConfigError);
     expect(() => load(definitions)).toThrow(why);
+  });
+
+  it("fails closed unless a budget says onUnavailable: open, which its counter lines carry", () => {
+    const config = load([
+      { name: "rate", window: "minute", tokens: 10, onUnavailable: "open" },
+      { name: "spend", window: "day", costUsd: 1 },
+    ]);
+    expect(config.budgets.definitions.map((d) => [d.name, d.failOpen === true])).toEqual([
+      ["rate", true],
+      ["spend", false],
+    ]);
+    const lines = budgetLines(config.budgets.definitions, { tenantId: "t", actorSubject: "a", sessionId: "" }, at);
+    expect(lines.map((l) => [l.budget, l.failOpen === true])).toEqual([
+      ["rate", true],
+      ["spend", false],
+    ]);
   });
 
   it("refuses windowed budgets without a ledger to count them in", () => {

@@ -265,7 +265,7 @@ function renewal(line: BudgetLine): string {
 }
 
 /** Why a dimension was granted less than wanted, for the decision's reasons. */
-export function clampMessage(s: BudgetShort): string {
+function clampMessage(s: BudgetShort): string {
   return `budget "${s.line.budget}" has ${amountText(s.line.dimension, Math.max(0, s.remaining))} left ${renewal(s.line)}; ${amountText(s.line.dimension, s.wanted)} wanted`;
 }
 
@@ -296,7 +296,7 @@ export function budgetRefusal(shortfalls: readonly BudgetShort[]): ErrorInit {
 }
 
 /** The caller's minimum per dimension of the wanted grant; unset dimensions accept any positive grant. */
-export function minimumAmounts(minimum: BudgetMinimum | undefined): Record<string, number> {
+function minimumAmounts(minimum: BudgetMinimum | undefined): Record<string, number> {
   const out: Record<string, number> = {};
   if (minimum === undefined) return out;
   if (minimum.tokens !== undefined) out.tokens = minimum.tokens;
@@ -307,7 +307,7 @@ export function minimumAmounts(minimum: BudgetMinimum | undefined): Record<strin
 }
 
 /** Amounts by dimension name, as budgets count them. */
-export function dimensionsOf(a: Amounts): Record<string, number> {
+function dimensionsOf(a: Amounts): Record<string, number> {
   const out: Record<string, number> = { tokens: a.tokens, costUsdMicros: a.costUsdMicros, steps: a.steps };
   for (const [name, count] of Object.entries(a.resources)) out[`resources.${name}`] = count;
   return out;
@@ -438,7 +438,7 @@ export function regrantEnvelope(
   if (decision.outcome === DecisionOutcome.ADMITTED) decision.outcome = DecisionOutcome.ADMITTED_PARTIAL;
 }
 
-export const budgetCheckpoint = "admission.budget";
+const budgetCheckpoint = "admission.budget";
 
 /** The budgets of lines, each named once, in order. */
 export function budgetNames(lines: readonly BudgetLine[]): string[] {

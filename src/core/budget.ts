@@ -328,8 +328,8 @@ function withDimensions(a: Amounts, dims: Readonly<Record<string, number>>): Amo
 type Granted = Extract<Decided, { kind: "granted" }>;
 
 export type Budgeted =
-  | (Granted & { readonly claim: BudgetClaim | undefined })
-  | { readonly kind: "rejected"; readonly refusal: ErrorInit };
+  /** `claim` unset: nothing to allocate from a counter. */
+  (Granted & { readonly claim?: BudgetClaim | undefined }) | { readonly kind: "rejected"; readonly refusal: ErrorInit };
 
 /**
  * The budgets' part of a decision that needs no counter: per-request budgets cap the grant, the
@@ -344,9 +344,10 @@ export function applyBudgets(
   decisionId: string,
   parent?: ExecutionEnvelope | undefined,
 ): Budgeted {
-  const minimum = minimumAmounts(request.budget?.minimumAcceptable);
   const noMinimum = request.budget?.minimumAcceptable === undefined;
-  if (config.budgets.length === 0 && noMinimum && parent === undefined) return { ...decided, claim: undefined };
+  // The Admit path without budgets: the same decision passed on, nothing allocated.
+  if (config.budgets.length === 0 && noMinimum && parent === undefined) return decided;
+  const minimum = minimumAmounts(request.budget?.minimumAcceptable);
 
   const subject = budgetSubject(request);
   const granted = dimensionsOf(decided.granted);
@@ -384,13 +385,13 @@ export function applyBudgets(
   const lines = budgetLines(config.budgets, subject, nowMs);
   if (parent !== undefined) lines.push(...parentLines(parent));
   const capped = reasons.length > decided.reasons.length;
-  if (lines.length === 0 && !capped) return { ...decided, claim: undefined };
+  if (lines.length === 0 && !capped) return decided;
   const policyDecisions = [
     ...decided.policyDecisions,
     budgetDecision(decisionId, capped ? "cap" : "reserve", config.budgetsVersion),
   ];
   const result = { ...decided, granted: withDimensions(decided.granted, granted), reasons, policyDecisions };
-  if (lines.length === 0) return { ...result, claim: undefined };
+  if (lines.length === 0) return result;
   return { ...result, claim: { lines, wanted: { ...granted, concurrent: 1 }, minimum } };
 }
 

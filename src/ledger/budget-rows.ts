@@ -1,8 +1,14 @@
-// What both stores do with budgets besides their SQL: re-encoding an envelope whose grant the
-// budgets lowered, inside the transaction that reserved it.
+// What both stores do with budgets besides their SQL: rewriting a stored envelope, inside the
+// transaction that reserved for it, when the budgets changed what it was granted or marked it.
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Allocation, degradeEnvelope, regrantEnvelope } from "../core/budget.js";
-import { ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_pb.js";
+import { type ExecutionEnvelope, ExecutionEnvelopeSchema } from "../gen/envelope/v1/execution_envelope_pb.js";
+
+function rewritten(envelope: Uint8Array, change: (decoded: ExecutionEnvelope) => void): Uint8Array {
+  const decoded = fromBinary(ExecutionEnvelopeSchema, envelope);
+  change(decoded);
+  return toBinary(ExecutionEnvelopeSchema, decoded);
+}
 
 /** The stored envelope with the allocated grant; undefined when the allocation changed nothing. */
 export function regrantedBytes(
@@ -10,14 +16,10 @@ export function regrantedBytes(
   allocation: Extract<Allocation, { kind: "granted" }>,
 ): Uint8Array | undefined {
   if (allocation.clamped.length === 0) return undefined;
-  const decoded = fromBinary(ExecutionEnvelopeSchema, envelope);
-  regrantEnvelope(decoded, allocation);
-  return toBinary(ExecutionEnvelopeSchema, decoded);
+  return rewritten(envelope, (e) => regrantEnvelope(e, allocation));
 }
 
 /** The stored envelope marked degraded: admitted without reserving from these (fail-open) budgets. */
 export function degradedBytes(envelope: Uint8Array, budgets: readonly string[]): Uint8Array {
-  const decoded = fromBinary(ExecutionEnvelopeSchema, envelope);
-  degradeEnvelope(decoded, budgets);
-  return toBinary(ExecutionEnvelopeSchema, decoded);
+  return rewritten(envelope, (e) => degradeEnvelope(e, budgets));
 }

@@ -423,40 +423,25 @@ async function allocateWithinTimeout(
 }
 
 /**
- * Locks every counter the batch touches (in key order, so that batches on several replicas never
- * wait for each other in a cycle), then allocates each admission in turn, each seeing what the
- * ones before it reserved, and records the reservations.
+ * Locks every counter the batch touches, then allocates each admission in turn, each seeing what
+ * the ones before it reserved, and records the reservations.
  */
 async function allocateBudgets(
   client: Client,
   admissions: readonly { envelopeId: string; claim: BudgetClaim }[],
 ): Promise<Allocation[]> {
-  const counters = new Map<string, { key: string; windowStartMs: number; dimension: string }>();
-  for (const { claim } of admissions) {
-    for (const l of claim.lines) counters.set(counterId(l.key, l.windowStartMs, l.dimension), l);
-  }
-  const ids = [...counters.keys()].sort();
-  const keys = ids.map((id) => counters.get(id) as { key: string; windowStartMs: number; dimension: string });
-  const columns = [keys.map((k) => k.key), keys.map((k) => k.windowStartMs), keys.map((k) => k.dimension)];
+  const ids = new Set<string>();
+  for (const { claim } of admissions)
+    for (const l of claim.lines) ids.add(counterId(l.key, l.windowStartMs, l.dimension));
+  // Created where missing (in key order too, since a concurrent insert of the same key waits).
   await client.query({
     name: "envelope-budget-counters",
     text: `INSERT INTO budget_counters (budget_key, window_start_ms, dimension)
       SELECT k, w, d FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS u(k, w, d, ord)
       ORDER BY ord ON CONFLICT DO NOTHING`,
-    values: columns,
+    values: counterColumns([...ids].sort()),
   });
-  const { rows } = await client.query<{ budget_key: string; window_start_ms: string; dimension: string; used: string }>(
-    {
-      name: "envelope-budget-lock",
-      text: `SELECT c.budget_key, c.window_start_ms, c.dimension, c.reserved + c.spent AS used
-      FROM budget_counters c ${joinCounters}
-      ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
-      values: columns,
-    },
-  );
-  const used = new Map(
-    rows.map((r) => [counterId(r.budget_key, Number(r.window_start_ms), r.dimension), Number(r.used)]),
-  );
+  const used = await lockCounters(client, ids);
   const reserved = new Map<string, number>();
   const reservations: { envelopeId: string; r: Reservation }[] = [];
   const allocations = admissions.map(({ envelopeId, claim }) => {
@@ -489,28 +474,45 @@ async function allocateBudgets(
   return allocations;
 }
 
+/** Counter ids as the three arrays of joinCounters: keys, window starts, dimensions. */
+function counterColumns(ids: readonly string[]): [string[], number[], string[]] {
+  const parts = ids.map((id) => id.split("\n") as [string, string, string]);
+  return [parts.map((p) => p[0]), parts.map((p) => Number(p[1])), parts.map((p) => p[2])];
+}
+
+/**
+ * Locks the counters (FOR UPDATE, in key order, so that transactions on several replicas never
+ * wait for each other in a cycle) and returns what each holds: reserved plus spent, by counter id.
+ */
+async function lockCounters(client: Client, ids: Iterable<string>): Promise<Map<string, number>> {
+  const { rows } = await client.query<{ budget_key: string; window_start_ms: string; dimension: string; used: string }>(
+    {
+      name: "envelope-budget-lock",
+      text: `SELECT c.budget_key, c.window_start_ms, c.dimension, c.reserved + c.spent AS used
+      FROM budget_counters c ${joinCounters}
+      ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
+      values: counterColumns([...ids].sort()),
+    },
+  );
+  return new Map(rows.map((r) => [counterId(r.budget_key, Number(r.window_start_ms), r.dimension), Number(r.used)]));
+}
+
 /** Adds to counters' reserved and spent amounts (negative to release); the rows are locked already. */
 async function addToCounters(client: Client, reserved: Map<string, number>, spent: Map<string, number>) {
   const ids = [...new Set([...reserved.keys(), ...spent.keys()])];
-  const parts = ids.map((id) => id.split("\n") as [string, string, string]);
+  const [keys, windows, dimensions] = counterColumns(ids);
   await client.query({
     name: "envelope-budget-add",
     text: `UPDATE budget_counters c SET reserved = c.reserved + u.reserved, spent = c.spent + u.spent
       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) AS u(k, w, d, reserved, spent)
       WHERE c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`,
-    values: [
-      parts.map((p) => p[0]),
-      parts.map((p) => Number(p[1])),
-      parts.map((p) => p[2]),
-      ids.map((id) => reserved.get(id) ?? 0),
-      ids.map((id) => spent.get(id) ?? 0),
-    ],
+    values: [keys, windows, dimensions, ids.map((id) => reserved.get(id) ?? 0), ids.map((id) => spent.get(id) ?? 0)],
   });
 }
 
 /**
- * Releases the reservations of envelopes that ended, counting what each consumed as spent: the
- * counters are locked in key order first, like allocateBudgets does.
+ * Releases the reservations of envelopes that ended, counting what each consumed as spent; the
+ * counters are locked first, as allocateBudgets locks them.
  */
 async function settleBudgets(client: Client, ended: ReadonlyMap<string, Readonly<Record<string, number>> | undefined>) {
   const { rows } = await client.query<RawReservation>({
@@ -527,14 +529,7 @@ async function settleBudgets(client: Client, ended: ReadonlyMap<string, Readonly
     const used = consumableDimensions.has(r.dimension) ? (ended.get(r.envelope_id)?.[r.dimension] ?? 0) : 0;
     spent.set(id, (spent.get(id) ?? 0) + used);
   }
-  const ids = [...reserved.keys()].sort();
-  const parts = ids.map((id) => id.split("\n") as [string, string, string]);
-  await client.query({
-    name: "envelope-budget-lock-settle",
-    text: `SELECT 1 FROM budget_counters c ${joinCounters}
-      ORDER BY c.budget_key, c.window_start_ms, c.dimension FOR UPDATE OF c`,
-    values: [parts.map((p) => p[0]), parts.map((p) => Number(p[1])), parts.map((p) => p[2])],
-  });
+  await lockCounters(client, reserved.keys());
   await addToCounters(client, reserved, spent);
 }
 

@@ -1,14 +1,19 @@
 // A binary encoder compiled from a message descriptor, writing byte for byte what protobuf-es's
 // toBinary writes (fields in number order, the same presence rules, unknown fields last), or
 // answering `undefined` when the message holds something it does not write: a field of a shape the
-// compiler does not handle (a Struct, a oneof, ...), or a value protobuf-es would coerce or refuse.
+// compiler does not handle (a oneof, a wrapper, ...), or a value protobuf-es would coerce or refuse.
 // The caller then encodes with toBinary, which keeps its own results and errors.
+//
+// google.protobuf.Struct fields, which protobuf-es holds as JSON objects, are written as toBinary
+// writes them after converting the JSON to Struct, Value and ListValue messages: entries in
+// Object.keys order, every Value's kind written even when zero (a oneof member has presence).
 //
 // The code is generated per message type for the reasons given in binary-decoder.ts, from the
 // descriptor alone.
 import { type DescField, type DescMessage, type MessageShape, ScalarType } from "@bufbuild/protobuf";
 import {
   implicitPresence,
+  isStruct,
   isUnwrapped,
   lengthDelimited,
   littleEndianHost,
@@ -75,10 +80,89 @@ export function compileBinaryEncoder<Desc extends DescMessage>(desc: Desc): Fast
   };
 }
 
+// The tags of google.protobuf.Struct (fields = 1, a map<string, Value>), its map entries (key = 1,
+// value = 2), google.protobuf.Value (null_value = 1 ... list_value = 6) and ListValue (values = 1).
+const structEntryTag = tagOf(1, lengthDelimited);
+const entryKeyTag = tagOf(1, lengthDelimited);
+const entryValueTag = tagOf(2, lengthDelimited);
+const nullValueTag = tagOf(1, 0);
+const numberValueTag = tagOf(2, 1);
+const stringValueTag = tagOf(3, lengthDelimited);
+const boolValueTag = tagOf(4, 0);
+const structValueTag = tagOf(5, lengthDelimited);
+const listValueTag = tagOf(6, lengthDelimited);
+const listItemTag = tagOf(1, lengthDelimited);
+
+/** A Struct's fields, from the JSON object protobuf-es holds it as. */
+function writeStruct(w: wire.WriteState, json: unknown): void {
+  // protobuf-es makes an empty Struct of anything but an object; leave such oddities to it.
+  if (typeof json !== "object" || json === null || Array.isArray(json)) giveUp();
+  const record = json as Record<string, unknown>;
+  const keys = Object.keys(record);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
+    wire.writeVarint32(w, structEntryTag);
+    const entry = wire.fork(w);
+    wire.writeVarint32(w, entryKeyTag);
+    wire.writeString(w, key);
+    wire.writeVarint32(w, entryValueTag);
+    const value = wire.fork(w);
+    writeValue(w, record[key]);
+    wire.join(w, value);
+    wire.join(w, entry);
+  }
+}
+
+/** A google.protobuf.Value's kind, from a JSON value. */
+function writeValue(w: wire.WriteState, json: unknown): void {
+  switch (typeof json) {
+    case "number":
+      wire.writeVarint32(w, numberValueTag);
+      wire.writeDouble(w, json);
+      return;
+    case "string":
+      wire.writeVarint32(w, stringValueTag);
+      wire.writeString(w, json);
+      return;
+    case "boolean":
+      wire.writeVarint32(w, boolValueTag);
+      wire.writeBool(w, json);
+      return;
+    case "object": {
+      if (json === null) {
+        wire.writeVarint32(w, nullValueTag);
+        wire.writeVarint32(w, 0);
+        return;
+      }
+      if (Array.isArray(json)) {
+        wire.writeVarint32(w, listValueTag);
+        const list = wire.fork(w);
+        for (let i = 0; i < json.length; i++) {
+          wire.writeVarint32(w, listItemTag);
+          const item = wire.fork(w);
+          writeValue(w, json[i]);
+          wire.join(w, item);
+        }
+        wire.join(w, list);
+        return;
+      }
+      wire.writeVarint32(w, structValueTag);
+      const struct = wire.fork(w);
+      writeStruct(w, json);
+      wire.join(w, struct);
+      return;
+    }
+    default:
+      // undefined, bigint, a function...: not JSON; protobuf-es decides what they become.
+      giveUp();
+  }
+}
+
 /** Helpers the generated code calls, as `rt.name`. */
 const runtime = {
   ...wire,
   giveUp,
+  writeStruct,
   hasOwn: (o: object, key: string) => Object.hasOwn(o, key),
 };
 
@@ -135,6 +219,9 @@ function fieldSource(f: DescField, index: ReadonlyMap<DescMessage, number>): str
       return `  { const v = ${at}; if (${presentCondition(f)}) { ${write} } }`;
     }
     case "message": {
+      if (isStruct(f.message) && !f.delimitedEncoding) {
+        return `  { const v = ${at}; if (v !== undefined && rt.hasOwn(m, ${q(f.localName)})) { rt.writeVarint32(w, ${tagOf(f.number, lengthDelimited)}); const start = rt.fork(w); rt.writeStruct(w, v); rt.join(w, start); } }`;
+      }
       const child = index.get(f.message);
       if (child === undefined || f.delimitedEncoding || isUnwrapped(f.message)) throw new Unsupported(f.name);
       return `  { const v = ${at}; if (v !== undefined && rt.hasOwn(m, ${q(f.localName)})) { ${messageCall(f.number, child)} } }`;

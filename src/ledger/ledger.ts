@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { create, fromBinary, type JsonObject, type JsonValue, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { compileBinaryEncoder } from "../codec/binary-encoder.js";
 import { type BudgetClaim, budgetRefusal, budgetsUnavailable } from "../core/budget.js";
 import { serverContractVersion } from "../core/contract-version.js";
 import { createErrorEnvelope } from "../core/errors.js";
@@ -377,8 +378,12 @@ function idempotencyHash(envelope: ExecutionEnvelope): string {
         ? undefined
         : { ...request.budget, resources: sortedJson(request.budget.resources) as Record<string, number> },
   };
-  return createHash("sha256").update(toBinary(RuntimeRequestSchema, canonical)).digest("hex");
+  const bytes = requestEncoder?.encode(canonical) ?? toBinary(RuntimeRequestSchema, canonical);
+  return createHash("sha256").update(bytes).digest("hex");
 }
+
+// toBinary's bytes, several times faster: the idempotency hash of every admission encodes its request.
+const requestEncoder = compileBinaryEncoder(RuntimeRequestSchema);
 
 /** A JSON value with every object's keys in sorted order, recursively. */
 function sortedJson<T extends JsonValue | undefined>(value: T): T {

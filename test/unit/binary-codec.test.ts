@@ -361,19 +361,8 @@ describe("compiled encoder: ExecutionEnvelope", () => {
     expect(hex(encoder.encode(rest) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, rest)));
   });
 
-  it("defers an envelope whose request holds a Struct, and encodes one without", () => {
-    expect(encoder.encode(admitted)).toBeUndefined();
-    const plain = {
-      ...admitted,
-      request: {
-        ...request,
-        task: { ...(request.task as NonNullable<RuntimeRequest["task"]>), input: undefined },
-        contextPolicy: undefined,
-        modelRoute: undefined,
-        memoryPolicy: undefined,
-      },
-    };
-    expect(hex(encoder.encode(plain) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, plain)));
+  it("encodes an envelope whose request holds Structs exactly as toBinary", () => {
+    expect(hex(encoder.encode(admitted) as Uint8Array)).toBe(hex(toBinary(ExecutionEnvelopeSchema, admitted)));
   });
 
   it("encodes 3000 random envelopes (without request) exactly as toBinary, never deferring", () => {
@@ -441,6 +430,65 @@ describe("compiled encoder: ExecutionEnvelope", () => {
       fast = encoder.encode(envelope);
     }).not.toThrow();
     if (fast !== undefined) expect(hex(fast)).toBe(expected);
+  });
+});
+
+describe("compiled encoder: RuntimeRequest, Structs included", () => {
+  const encoder = compileBinaryEncoder(RuntimeRequestSchema) as NonNullable<
+    ReturnType<typeof compileBinaryEncoder<typeof RuntimeRequestSchema>>
+  >;
+  const fixture = fromJson(RuntimeRequestSchema, freshRequestJson(Date.parse("2026-06-21T15:32:17.000Z")));
+
+  it("encodes 3000 random requests exactly as toBinary, never deferring", () => {
+    const random = seededRandom(2211);
+    for (let i = 0; i < 3000; i++) {
+      const request = randomMessage<RuntimeRequest>(RuntimeRequestSchema, random, { unknownFields: 0.2 });
+      const fast = encoder.encode(request);
+      if (fast === undefined) expect.fail(`case ${i} deferred`);
+      expect(hex(fast), `case ${i}`).toBe(hex(toBinary(RuntimeRequestSchema, request)));
+    }
+  });
+
+  // JSON as protobuf-es holds it, and values no JSON has: the encoder agrees with toBinary or defers.
+  const inputs: [string, unknown][] = [
+    ["empty object", {}],
+    ["integer-like keys, which Object.keys puts first", JSON.parse('{"b": 1, "10": 2, "a": 3, "2": 4}')],
+    ["key __proto__", JSON.parse('{"__proto__": {"x": 1}}')],
+    ["-0, NaN and infinities", { z: -0, n: Number.NaN, p: Number.POSITIVE_INFINITY, m: Number.NEGATIVE_INFINITY }],
+    ["lone surrogates in keys and values", { "\uD800k": "v\uDC00" }],
+    ["null, false, 0 and empty string, each still written", { a: null, b: false, c: 0, d: "" }],
+    ["lists in lists, empty ones too", { l: [[], [[1, "x", null]], {}, [{ k: [true] }]] }],
+    ["a long string", { s: "é".repeat(5000) }],
+    ["deep nesting", JSON.parse(`${'{"a":'.repeat(40)}1${"}".repeat(40)}`)],
+    ["undefined inside", { u: undefined }],
+    ["undefined in a list", { l: [undefined] }],
+    ["a bigint", { b: 5n }],
+    ["a function", { f: () => 1 }],
+    ["a Date", { d: new Date(0) }],
+    ["an array where an object belongs", [1, 2]],
+    ["a string where an object belongs", "x"],
+    ["null where an object belongs", null],
+  ];
+  it.each(inputs)("task.input as %s: defers or agrees with toBinary", (_what, input) => {
+    const request = { ...fixture, task: { ...(fixture.task as NonNullable<RuntimeRequest["task"]>), input } };
+    let expected: string;
+    try {
+      expected = hex(toBinary(RuntimeRequestSchema, request as RuntimeRequest));
+    } catch {
+      expected = "throws";
+    }
+    let fast: Uint8Array | undefined;
+    expect(() => {
+      fast = encoder.encode(request as RuntimeRequest);
+    }).not.toThrow();
+    if (fast !== undefined) expect(hex(fast)).toBe(expected);
+  });
+
+  it("encodes every plain JSON input above rather than deferring", () => {
+    for (const input of inputs.slice(0, 9).map(([, v]) => v)) {
+      const request = { ...fixture, task: { ...(fixture.task as NonNullable<RuntimeRequest["task"]>), input } };
+      expect(encoder.encode(request as RuntimeRequest)).toBeDefined();
+    }
   });
 });
 

@@ -1,7 +1,8 @@
 // The SQLite store as the main thread sees it: every operation goes to the worker thread that owns
-// the database. Operations made while a batch is being committed wait and go together in the next
-// batch: one message, one transaction, one sync for all of them (group commit). The event loop
-// never waits for the disk.
+// the database. Operations leave in messages of a few (at the end of the event loop's turn, or once
+// `sendEvery` have gathered) without waiting for the worker; the worker takes every message waiting
+// when it is free into one transaction: one commit, one sync for all of them (group commit). The
+// event loop never waits for the disk.
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -14,6 +15,12 @@ export interface SqliteStoreOptions {
   readonly durability: Durability;
   /** At most this many operations per transaction. */
   readonly maxBatch?: number;
+  /**
+   * Operations gathered before they are sent even though the event loop's turn goes on (default
+   * 16). A burst of calls read together would otherwise reach the worker only when this thread has
+   * handled all of them, and the worker would sit idle until then.
+   */
+  readonly sendEvery?: number;
 }
 
 interface Pending {
@@ -30,16 +37,19 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
   const path = resolve(join(options.dataDir, sqliteFileName));
   // Under the test runner the sources are TypeScript; the built package runs the compiled worker.
   const fromSource = import.meta.url.endsWith(".ts");
-  const workerData: SqliteWorkerData = { path, durability: options.durability };
+  const maxBatch = options.maxBatch ?? 1024;
+  const workerData: SqliteWorkerData = { path, durability: options.durability, maxBatch };
   const worker = fromSource
     ? new Worker(
         `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(new URL("./sqlite-worker.ts", import.meta.url).href)}); })`,
         { eval: true, workerData },
       )
     : new Worker(new URL("./sqlite-worker.js", import.meta.url), { workerData });
-  const maxBatch = options.maxBatch ?? 1024;
+  // Operations not yet sent, and those sent whose results have not come back, in order: the worker
+  // answers in the order it was asked.
   let queued: Pending[] = [];
-  let inFlight: Pending[] | undefined;
+  let sent: Pending[] = [];
+  let flushing = false;
   let failure: Error | undefined;
   let closed: (() => void) | undefined;
 
@@ -54,20 +64,25 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
     worker.once("error", (e) => fail(new LedgerUnavailableError(`cannot open the ledger at ${path}: ${e.message}`)));
   });
 
-  const send = () => {
-    if (inFlight !== undefined || queued.length === 0 || failure !== undefined) return;
-    inFlight = queued.slice(0, maxBatch);
-    queued = queued.slice(inFlight.length);
-    worker.postMessage({
-      type: "batch",
-      ops: inFlight.map(({ op, args }) => ({ op, args })),
-    } satisfies WorkerRequest);
+  // Sent without waiting for the batch before to commit: the worker starts on the first admissions
+  // of a burst while this thread still decodes the next ones. A message per operation would cost
+  // more than it saves (each wakes a thread, and the worker commits more often).
+  const sendEvery = options.sendEvery ?? 16;
+  const flush = () => {
+    flushing = false;
+    if (failure !== undefined) return;
+    while (queued.length > 0) {
+      const batch = queued.length <= maxBatch ? queued : queued.slice(0, maxBatch);
+      queued = batch === queued ? [] : queued.slice(batch.length);
+      sent = sent.length === 0 ? batch : sent.concat(batch);
+      worker.postMessage({ type: "batch", ops: batch.map(({ op, args }) => ({ op, args })) } satisfies WorkerRequest);
+    }
   };
 
   const failAll = (error: Error) => {
     failure = error;
-    for (const p of [...(inFlight ?? []), ...queued]) p.reject(error);
-    inFlight = undefined;
+    for (const p of [...sent, ...queued]) p.reject(error);
+    sent = [];
     queued = [];
   };
 
@@ -76,15 +91,15 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
       closed?.();
       return;
     }
-    if (reply.type !== "batch" || inFlight === undefined) return;
-    const batch = inFlight;
-    inFlight = undefined;
+    if (reply.type !== "batch") return;
+    const answered = sent.slice(0, reply.results.length);
+    sent = sent.slice(reply.results.length);
     reply.results.forEach((r, i) => {
-      const p = batch[i] as Pending;
+      const p = answered[i];
+      if (p === undefined) return;
       if (r.ok) p.resolve(r.value);
       else p.reject(new LedgerUnavailableError(`the ledger could not ${p.op}: ${r.message}`));
     });
-    send();
   });
   worker.on("error", (e) => failAll(new LedgerUnavailableError(`the ledger's worker failed: ${e.message}`)));
   worker.on("exit", () => failAll(new LedgerUnavailableError("the ledger is closed")));
@@ -98,8 +113,11 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
           return;
         }
         queued.push({ op, args, resolve, reject });
-        // Operations made in the same turn of the event loop leave together.
-        if (queued.length === 1 && inFlight === undefined) setImmediate(send);
+        if (queued.length >= sendEvery) flush();
+        else if (!flushing) {
+          flushing = true;
+          setImmediate(flush);
+        }
       }) as ReturnType<LedgerStore[K]>;
 
   return {
@@ -118,7 +136,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
     async close() {
       if (failure !== undefined) return;
       // Let queued work finish first: what was acknowledged stays acknowledged.
-      while (inFlight !== undefined || queued.length > 0) await new Promise((r) => setImmediate(r));
+      while (sent.length > 0 || queued.length > 0) await new Promise((r) => setImmediate(r));
       await new Promise<void>((resolve) => {
         closed = resolve;
         worker.postMessage({ type: "close" } satisfies WorkerRequest);

@@ -1,13 +1,15 @@
 // The worker thread that owns the SQLite connection. Each message from the main thread is one batch
 // of ledger operations; the batch runs in one transaction (one commit, one sync), each operation in
 // its own savepoint, and one message goes back with every result in order.
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { type BatchOperation, migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
 import type { Durability } from "./store.js";
 
 export interface SqliteWorkerData {
   readonly path: string;
   readonly durability: Durability;
+  /** At most this many operations per transaction. */
+  readonly maxBatch: number;
 }
 
 /** The store's operations, as the worker runs them (every method except close). */
@@ -25,33 +27,43 @@ export type WorkerReply =
 
 const port = parentPort;
 if (port === null) throw new Error("sqlite-worker.js runs as a worker thread");
-const { path, durability } = workerData as SqliteWorkerData;
+const { path, durability, maxBatch } = workerData as SqliteWorkerData;
 
 try {
   const db = openSqlite(path, durability);
   const migrated = migrateSqlite(db);
   const ledger = new SqliteLedger(db);
   port.postMessage({ type: "ready", migrated } satisfies WorkerReply);
-  port.on("message", (request: WorkerRequest) => {
-    if (request.type === "close") {
-      db.close();
-      port.postMessage({ type: "closed" } satisfies WorkerReply);
-      port.close();
-      return;
+  const close = () => {
+    db.close();
+    port.postMessage({ type: "closed" } satisfies WorkerReply);
+    port.close();
+  };
+  port.on("message", (first: WorkerRequest) => {
+    if (first.type === "close") return close();
+    // Whatever else arrived while the last transaction ran joins this one.
+    const ops = [...first.ops];
+    let closing = false;
+    while (ops.length < maxBatch) {
+      const next = receiveMessageOnPort(port)?.message as WorkerRequest | undefined;
+      if (next === undefined) break;
+      if (next.type === "close") {
+        closing = true;
+        break;
+      }
+      for (const op of next.ops) ops.push(op);
     }
     try {
       const results = ledger
-        .runBatch(request.ops)
+        .runBatch(ops)
         .map((r) => (r.ok ? r : { ok: false as const, message: String((r.error as Error)?.message ?? r.error) }));
       port.postMessage({ type: "batch", results } satisfies WorkerReply);
     } catch (error) {
       // The transaction itself failed (disk full, I/O error): nothing of the batch was committed.
       const message = String((error as Error)?.message ?? error);
-      port.postMessage({
-        type: "batch",
-        results: request.ops.map(() => ({ ok: false, message })),
-      } satisfies WorkerReply);
+      port.postMessage({ type: "batch", results: ops.map(() => ({ ok: false, message })) } satisfies WorkerReply);
     }
+    if (closing) close();
   });
 } catch (error) {
   port.postMessage({ type: "failed", message: String((error as Error)?.message ?? error) } satisfies WorkerReply);

@@ -154,6 +154,14 @@ export function openSqlite(path: string, durability: Durability): Database.Datab
   // survives the process dying; FULL also waits for the disk, so it survives power loss.
   db.pragma(`synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
   db.pragma("busy_timeout = 5000");
+  // A batch's admissions share a savepoint (runBatch), and a savepoint keeps the first version of
+  // every page it changes in a sub-journal: a temporary file by default, a write per page. In memory
+  // it costs a copy; that took a quarter off the worker's time per admission (scratch measurement:
+  // 101 to 75 µs of CPU per admission, 60,000 admissions in batches of 16).
+  db.pragma("temp_store = MEMORY");
+  // Checkpoints (copying the WAL into the database file, with an fsync) every 4,000 pages rather
+  // than SQLite's 1,000: a page changed again and again between two checkpoints is copied once.
+  db.pragma("wal_autocheckpoint = 4000");
   return db;
 }
 

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { basename, dirname } from "node:path";
 import { fromJson, type JsonValue, toJsonString } from "@bufbuild/protobuf";
@@ -28,7 +28,8 @@ same machine.
 
 Options of run:
   --out FILE        the disclosure; its report is FILE with .html ("-": the disclosure on
-                    standard output, no report) (default disclosures/<UTC date>-standard.json)
+                    standard output, no report) (default disclosures/<UTC date>-standard.json,
+                    or -2, -3... when that exists: a committed disclosure is never overwritten)
   --seconds N       length of one closed-loop slice on one scenario (default ${d.seconds})
   --rounds N        slices per scenario, interleaved across scenarios; compare wants 5 or more
                     (default ${d.rounds})
@@ -87,7 +88,7 @@ async function benchRun(args: string[]): Promise<number> {
   }
   if (!Number.isInteger(inflight) || inflight < 1)
     return usageError("bench", "--inflight takes an integer from 1", usage);
-  const out = flags.values.out ?? `disclosures/${new Date().toISOString().slice(0, 10)}-standard.json`;
+  const out = flags.values.out ?? freshDisclosurePath(new Date());
 
   const only = flags.values.only?.split(",").filter((name) => name !== "");
   const unknown = only?.filter((name) => !standardScenarioNames.includes(name)) ?? [];
@@ -166,5 +167,14 @@ function readDisclosure(file: string): BenchmarkDisclosure | string {
     return fromJson(BenchmarkDisclosureSchema, JSON.parse(readFileSync(file, "utf8")) as JsonValue);
   } catch (e) {
     return `cannot read ${file} as a BenchmarkDisclosure: ${(e as Error).message}`;
+  }
+}
+
+/** <dir>/<UTC date>-standard.json, or the first of -2, -3... that does not exist yet. */
+export function freshDisclosurePath(now: Date, dir = "disclosures"): string {
+  const stem = `${dir}/${now.toISOString().slice(0, 10)}-standard`;
+  for (let n = 1; ; n++) {
+    const path = n === 1 ? `${stem}.json` : `${stem}-${n}.json`;
+    if (!existsSync(path)) return path;
   }
 }

@@ -1,6 +1,9 @@
 // A disclosure must back its own figures: verification recomputes every percentile from the embedded
 // histograms and checks every hash, so changing any byte of an artifact, or any reported figure, is
 // caught.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create, type JsonObject, toJson } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
@@ -13,6 +16,7 @@ import {
 } from "../../src/bench/disclosure.js";
 import { latencyHistogram } from "../../src/bench/load.js";
 import { spreadOf } from "../../src/bench/statistics.js";
+import { freshDisclosurePath } from "../../src/cli/bench.js";
 import { BenchmarkDisclosureSchema } from "../../src/gen/envelope/v1/benchmark_disclosure_pb.js";
 
 const nowMs = Date.parse("2026-11-22T12:00:00Z");
@@ -120,5 +124,18 @@ describe("disclosure verify", () => {
   it("rejects what is not a disclosure, without throwing", () => {
     expect(verify({ ...sampleDisclosure(), surprise: 1 })[0]).toMatch(/not a BenchmarkDisclosure/);
     expect(verify([] as unknown as JsonObject)[0]).toMatch(/not a BenchmarkDisclosure/);
+  });
+});
+
+describe("bench run's default output", () => {
+  it("never names a disclosure that exists: -2, -3... after the day's first", () => {
+    const dir = mkdtempSync(join(tmpdir(), "envelope-disclosures-"));
+    const day = new Date("2026-11-23T10:00:00Z");
+    expect(freshDisclosurePath(day, dir)).toBe(`${dir}/2026-11-23-standard.json`);
+    writeFileSync(`${dir}/2026-11-23-standard.json`, "{}");
+    expect(freshDisclosurePath(day, dir)).toBe(`${dir}/2026-11-23-standard-2.json`);
+    writeFileSync(`${dir}/2026-11-23-standard-2.json`, "{}");
+    expect(freshDisclosurePath(day, dir)).toBe(`${dir}/2026-11-23-standard-3.json`);
+    rmSync(dir, { recursive: true });
   });
 });

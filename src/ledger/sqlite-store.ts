@@ -21,6 +21,8 @@ export interface SqliteStoreOptions {
    * handled all of them, and the worker would sit idle until then.
    */
   readonly sendEvery?: number;
+  /** Called with the number of operations of every transaction the worker commits (or fails). */
+  readonly onTransaction?: (operations: number) => void;
 }
 
 interface Pending {
@@ -92,6 +94,7 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
       return;
     }
     if (reply.type !== "batch") return;
+    options.onTransaction?.(reply.results.length);
     const answered = sent.slice(0, reply.results.length);
     sent = sent.slice(reply.results.length);
     reply.results.forEach((r, i) => {

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { migrateSqlite, openSqlite } from "../../src/ledger/sqlite-ledger.js";
 import { openSqliteStore } from "../../src/ledger/sqlite-store.js";
 import type { Durability } from "../../src/ledger/store.js";
-import { describeStoreConformance } from "./store-conformance.js";
+import { describeStoreConformance, entry } from "./store-conformance.js";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -41,5 +41,27 @@ describe("SQLite durability levels", () => {
     db.prepare("INSERT INTO schema_migrations (version, applied_at_ms) VALUES (999, 0)").run();
     expect(() => migrateSqlite(db)).toThrow(/schema is version 999, newer than this release knows/);
     db.close();
+  });
+});
+
+describe("SQLite group commit", () => {
+  it("commits concurrent admissions together: far fewer transactions than admissions, none lost", async () => {
+    dirs.push(mkdtempSync(join(tmpdir(), "envelope-group-commit-")));
+    const transactions: number[] = [];
+    const store = await openSqliteStore({
+      dataDir: dirs.at(-1) as string,
+      durability: "process",
+      onTransaction: (operations) => transactions.push(operations),
+    });
+    const admissions = 400;
+    const outcomes = await Promise.all(
+      Array.from({ length: admissions }, (_, i) => store.admit([entry({ idempotencyKey: `k-${i}` })])),
+    );
+    expect(outcomes.every(([o]) => o?.kind === "inserted")).toBe(true);
+    expect(transactions.reduce((a, b) => a + b, 0)).toBe(admissions);
+    // Sent 16 at a time without waiting, and taken together by the worker when it is free.
+    expect(transactions.length).toBeLessThanOrEqual(admissions / 16);
+    expect((await store.list({ tenantId: "tenant-a", limit: 1000 })).length).toBe(admissions);
+    await store.close();
   });
 });

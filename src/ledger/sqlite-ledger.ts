@@ -187,8 +187,7 @@ export class SqliteLedger {
     this.insertEnvelope = db.prepare(
       `INSERT INTO envelopes (envelope_id, tenant_id, actor_subject, kind, state, request_id, idempotency_key,
          request_hash, received_at_ms, deadline_ms, last_event_ms, event_count, envelope, response, error, usage)
-       VALUES (@envelopeId, @tenantId, @actorSubject, @kind, @state, @requestId, @idempotencyKey, @requestHash,
-         @receivedAtMs, @deadlineMs, @lastEventMs, @eventCount, @envelope, @response, @error, @usage)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT DO NOTHING`,
     );
     this.insertEvent = db.prepare(
@@ -292,16 +291,26 @@ export class SqliteLedger {
     };
     const outcomes = entries.map(({ row, events, budget }): AdmitOutcome => {
       const last = events.at(-1);
-      const inserted = this.insertEnvelope.run({
-        ...row,
-        idempotencyKey: row.idempotencyKey === "" ? null : row.idempotencyKey,
-        state: last?.toState ?? row.state,
-        lastEventMs: events.reduce((t, e) => eventTimeMs(e.atMs, t), 0),
-        eventCount: events.length,
-        response: row.response,
-        error: row.error,
-        usage: row.usage,
-      });
+      // Positional parameters: binding by name looks each one up in an object, a measurable share
+      // of the worker's time per admission.
+      const inserted = this.insertEnvelope.run(
+        row.envelopeId,
+        row.tenantId,
+        row.actorSubject,
+        row.kind,
+        last?.toState ?? row.state,
+        row.requestId,
+        row.idempotencyKey === "" ? null : row.idempotencyKey,
+        row.requestHash,
+        row.receivedAtMs,
+        row.deadlineMs,
+        events.reduce((t, e) => eventTimeMs(e.atMs, t), 0),
+        events.length,
+        row.envelope,
+        row.response,
+        row.error,
+        row.usage,
+      );
       if (inserted.changes === 0) {
         const existing = this.selectExisting.get(row.requestId, row.tenantId, row.idempotencyKey) as RawEnvelope;
         return { kind: "existing", row: envelopeRow(existing) };

@@ -6,10 +6,19 @@
 // `requested` and `caller` in their documented shapes), every function must exist, and the result
 // must be able to be of the type the rule needs. What it cannot know (values inside task.input, a
 // Struct) is checked at evaluation, where an error fails closed.
-import { CelScalar, celEnv, mapType, objectType, parse, plan } from "@bufbuild/cel";
+//
+// Each expression is also compiled to plain closures when it stays within a common subset
+// (compile.ts); a program runs those first and the planned expression whenever they defer.
+import { type CelResult, CelScalar, celEnv, celList, celMap, mapType, objectType, parse, plan } from "@bufbuild/cel";
 import { strings } from "@bufbuild/cel/ext";
 import { createRegistry, type DescField, type DescMessage, ScalarType } from "@bufbuild/protobuf";
-import { file_envelope_v1_runtime_request, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
+import { reflect } from "@bufbuild/protobuf/reflect";
+import {
+  file_envelope_v1_runtime_request,
+  type RuntimeRequest,
+  RuntimeRequestSchema,
+} from "../gen/envelope/v1/runtime_request_pb.js";
+import { compileFast, DEFER } from "./compile.js";
 
 /** The variables every rule may use; the documentation (README "Policy") describes each. */
 export const policyVariables = Object.freeze({
@@ -26,8 +35,103 @@ export const policyEnv = celEnv({
   variables: policyVariables,
 });
 
-/** A planned expression: call it with the bindings of one request. */
-export type Program = ReturnType<typeof plan<typeof policyVariables>>;
+/** The values of the variables of one evaluation. */
+export interface PolicyValues {
+  /** The normalized request. */
+  readonly request: RuntimeRequest;
+  /** The execution kind in lower snake case, e.g. "deploy_model". */
+  readonly kind: string;
+  /** The request's amounts in accounting units (cost in micro-dollars). */
+  readonly requested: {
+    readonly tokens: number;
+    readonly costUsdMicros: number;
+    readonly steps: number;
+    readonly resources: Readonly<Record<string, number>>;
+  };
+  /** The authenticated caller; undefined on a listener that does not authenticate. */
+  readonly caller:
+    | { readonly principal: string; readonly subject: string; readonly scopes: readonly string[] }
+    | undefined;
+}
+
+/** A compiled expression: call it with the variables of one evaluation. */
+export type Program = (vars: PolicyVars) => CelResult;
+
+type Planned = ReturnType<typeof plan<typeof policyVariables>>;
+type Bindings = Parameters<Planned>[0];
+
+/**
+ * The variables of one evaluation, shared by every rule of a bundle: the plain values, which
+ * compiled expressions read, and the planner's bindings, built only when a planned expression runs.
+ */
+export class PolicyVars {
+  private bindings: PolicyBindings | undefined;
+  private requestedIsSafe: boolean | undefined;
+
+  constructor(readonly values: PolicyValues) {}
+
+  /** What the planner is called with. */
+  get cel(): Bindings {
+    this.bindings ??= new PolicyBindings(this.values);
+    return this.bindings;
+  }
+
+  /** `requested`, when each of its amounts is a safe integer; compiled expressions defer otherwise. */
+  safeRequested(): PolicyValues["requested"] | undefined {
+    const r = this.values.requested;
+    this.requestedIsSafe ??=
+      Number.isSafeInteger(r.tokens) &&
+      Number.isSafeInteger(r.costUsdMicros) &&
+      Number.isSafeInteger(r.steps) &&
+      Object.values(r.resources).every((v) => Number.isSafeInteger(v));
+    return this.requestedIsSafe ? r : undefined;
+  }
+}
+
+/**
+ * The planner's variables. Each is converted for CEL once, when a rule first reads it, and shared
+ * by every rule of the bundle: the request as a protobuf message (no copy), the maps built on demand.
+ */
+class PolicyBindings {
+  private reflected: ReturnType<typeof reflect> | undefined;
+  private requestedMap: ReturnType<typeof celMap> | undefined;
+  private callerMap: ReturnType<typeof celMap> | undefined;
+  readonly kind: string;
+
+  constructor(private readonly input: PolicyValues) {
+    this.kind = input.kind;
+  }
+
+  get request(): ReturnType<typeof reflect> {
+    this.reflected ??= reflect(RuntimeRequestSchema, this.input.request);
+    return this.reflected;
+  }
+
+  get requested(): ReturnType<typeof celMap> {
+    const r = this.input.requested;
+    this.requestedMap ??= celMap(
+      new Map<string, bigint | ReturnType<typeof celMap>>([
+        ["tokens", BigInt(r.tokens)],
+        ["costUsdMicros", BigInt(r.costUsdMicros)],
+        ["steps", BigInt(r.steps)],
+        ["resources", celMap(new Map(Object.entries(r.resources).map(([k, v]) => [k, BigInt(v)])))],
+      ]),
+    );
+    return this.requestedMap;
+  }
+
+  get caller(): ReturnType<typeof celMap> {
+    const c = this.input.caller;
+    this.callerMap ??= celMap(
+      new Map<string, string | ReturnType<typeof celList>>([
+        ["principal", c?.principal ?? ""],
+        ["subject", c?.subject ?? ""],
+        ["scopes", celList(c === undefined ? [] : [...c.scopes])],
+      ]),
+    );
+    return this.callerMap;
+  }
+}
 
 /** The result type a rule needs of an expression. */
 export type Want = "bool" | "int";
@@ -53,11 +157,27 @@ export function compileExpression(source: string, want: Want): Compiled {
       problem: `must be a${want === "int" ? "n" : ""} ${want} expression; this one is ${describe(type)}`,
     };
   }
+  let planned: Planned;
   try {
-    return { kind: "ok", program: plan(policyEnv, parsed) };
+    planned = plan(policyEnv, parsed);
   } catch (e) {
     return { kind: "error", problem: (e as Error).message };
   }
+  const fast = compileFast(parsed.expr);
+  if (fast === undefined) return { kind: "ok", program: (vars) => planned(vars.cel) };
+  return {
+    kind: "ok",
+    program: (vars) => {
+      let result: ReturnType<typeof fast>;
+      try {
+        result = fast(vars);
+      } catch {
+        // Nothing in the compiled closures should throw; if anything does, the planner decides.
+        result = DEFER;
+      }
+      return result === DEFER ? planned(vars.cel) : result;
+    },
+  };
 }
 
 type Expr = ReturnType<typeof parse>["expr"];

@@ -1,33 +1,16 @@
 // Evaluates a compiled bundle against one request: pure, no I/O. Every rule whose match holds is
 // judged; an error while evaluating any rule (a missing key, a non-bool result, a bad cap) fails
 // closed, as a denial naming the rule.
-import { celList, celMap, isCelError, isCelUint } from "@bufbuild/cel";
-import { reflect } from "@bufbuild/protobuf/reflect";
+import { isCelError, isCelUint } from "@bufbuild/cel";
 import type { PolicyDecision } from "../gen/envelope/v1/common_pb.js";
-import { type RuntimeRequest, RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
 import type { CapDimension, PolicyBundle, PolicyRule } from "./bundle.js";
-import type { Program } from "./cel.js";
+import { type PolicyValues, PolicyVars, type Program } from "./cel.js";
 
 /** The checkpoint of the decisions this module makes. */
 export const policyCheckpoint = "admission.policy";
 
-/** What a bundle is evaluated on. */
-export interface PolicyInput {
-  /** The normalized request. */
-  readonly request: RuntimeRequest;
-  /** The execution kind in lower snake case, e.g. "deploy_model". */
-  readonly kind: string;
-  /** The request's amounts in accounting units (cost in micro-dollars). */
-  readonly requested: {
-    readonly tokens: number;
-    readonly costUsdMicros: number;
-    readonly steps: number;
-    readonly resources: Readonly<Record<string, number>>;
-  };
-  /** The authenticated caller; undefined on a listener that does not authenticate. */
-  readonly caller:
-    | { readonly principal: string; readonly subject: string; readonly scopes: readonly string[] }
-    | undefined;
+/** What a bundle is evaluated on: the values of its variables, and where its decisions go. */
+export interface PolicyInput extends PolicyValues {
   /** Prefix of the decision ids, e.g. "<envelopeId>/policy"; each rule's is "<prefix>/<rule name>". */
   readonly decisionId: string;
 }
@@ -70,7 +53,7 @@ export function evaluatePolicy(bundle: PolicyBundle, input: PolicyInput): Policy
   const approvals: PolicyFinding[] = [];
   const caps = new Map<CapDimension, PolicyCap>();
   const decisions: PolicyDecision[] = [];
-  const vars: Bindings = new PolicyBindings(input);
+  const vars = new PolicyVars(input);
   const decide = (rule: PolicyRule, effect: string) => {
     const decisionId = `${input.decisionId}/${rule.name}`;
     decisions.push(policyDecision(decisionId, effect, bundle.version));
@@ -133,68 +116,20 @@ export function evaluatePolicy(bundle: PolicyBundle, input: PolicyInput): Policy
 }
 
 /** true or false, or what went wrong. */
-function evalBool(program: Program, vars: Bindings): boolean | string {
+function evalBool(program: Program, vars: PolicyVars): boolean | string {
   const result = program(vars);
   if (isCelError(result)) return result.message;
   return typeof result === "boolean" ? result : `the result is not a bool`;
 }
 
 /** A cap of at least 1, or what went wrong. */
-function evalCap(program: Program, vars: Bindings): number | string {
+function evalCap(program: Program, vars: PolicyVars): number | string {
   const result = program(vars);
   if (isCelError(result)) return result.message;
   const value = typeof result === "bigint" ? result : isCelUint(result) ? result.value : undefined;
   if (value === undefined) return "the result is not an int";
   if (value < 1n) return `the cap is ${value}; a cap is at least 1 (use a deny rule to refuse)`;
   return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);
-}
-
-type Bindings = Parameters<Program>[0];
-
-/**
- * The variables of one evaluation. Each is converted for CEL once, when a rule first reads it, and
- * shared by every rule of the bundle: the request as a protobuf message (no copy), the maps built
- * on demand. A class, so that one evaluation allocates one small object until a rule reads a map.
- */
-class PolicyBindings {
-  private reflected: ReturnType<typeof reflect> | undefined;
-  private requestedMap: ReturnType<typeof celMap> | undefined;
-  private callerMap: ReturnType<typeof celMap> | undefined;
-  readonly kind: string;
-
-  constructor(private readonly input: PolicyInput) {
-    this.kind = input.kind;
-  }
-
-  get request(): ReturnType<typeof reflect> {
-    this.reflected ??= reflect(RuntimeRequestSchema, this.input.request);
-    return this.reflected;
-  }
-
-  get requested(): ReturnType<typeof celMap> {
-    const r = this.input.requested;
-    this.requestedMap ??= celMap(
-      new Map<string, bigint | ReturnType<typeof celMap>>([
-        ["tokens", BigInt(r.tokens)],
-        ["costUsdMicros", BigInt(r.costUsdMicros)],
-        ["steps", BigInt(r.steps)],
-        ["resources", celMap(new Map(Object.entries(r.resources).map(([k, v]) => [k, BigInt(v)])))],
-      ]),
-    );
-    return this.requestedMap;
-  }
-
-  get caller(): ReturnType<typeof celMap> {
-    const c = this.input.caller;
-    this.callerMap ??= celMap(
-      new Map<string, string | ReturnType<typeof celList>>([
-        ["principal", c?.principal ?? ""],
-        ["subject", c?.subject ?? ""],
-        ["scopes", celList(c === undefined ? [] : [...c.scopes])],
-      ]),
-    );
-    return this.callerMap;
-  }
 }
 
 /** A literal rather than create(), as in core/decide. */

@@ -13,7 +13,10 @@ export interface SqliteStoreOptions {
   /** Directory of the database file (created if missing). */
   readonly dataDir: string;
   readonly durability: Durability;
-  /** At most this many operations per transaction. */
+  /**
+   * The most operations in one message, and the size past which the worker takes no further waiting
+   * message into a transaction (default 1024).
+   */
   readonly maxBatch?: number;
   /**
    * Operations gathered before they are sent even though the event loop's turn goes on (default

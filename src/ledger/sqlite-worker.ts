@@ -1,6 +1,7 @@
-// The worker thread that owns the SQLite connection. Each message from the main thread is one batch
-// of ledger operations; the batch runs in one transaction (one commit, one sync), each operation in
-// its own savepoint, and one message goes back with every result in order.
+// The worker thread that owns the SQLite connection. The main thread sends ledger operations in
+// messages as it makes them; when free, the worker takes every message waiting (whole ones, until it
+// holds maxBatch operations) into one transaction (one commit, one sync), each operation in its own
+// savepoint, and sends one message back with every result in the order asked.
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { type BatchOperation, migrateSqlite, openSqlite, SqliteLedger } from "./sqlite-ledger.js";
 import type { Durability } from "./store.js";
@@ -8,7 +9,7 @@ import type { Durability } from "./store.js";
 export interface SqliteWorkerData {
   readonly path: string;
   readonly durability: Durability;
-  /** At most this many operations per transaction. */
+  /** No further waiting message joins a transaction that holds this many operations. */
   readonly maxBatch: number;
 }
 

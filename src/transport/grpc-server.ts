@@ -107,8 +107,8 @@ export function addAdmissionService(server: grpc.Server, options: GrpcAdmissionO
   server.addService(definition, { Admit: admit, Explain: explain, GetCapabilities: getCapabilities });
 }
 
-// toBinary's bytes for the envelopes it handles (all but those with a Struct or other uncompiled
-// fields set), several times faster; toBinary for the others.
+// toBinary's bytes for the envelopes it handles (all but those with an uncompiled field set, such as
+// a oneof), several times faster; toBinary for the others.
 const envelopeEncoder = compileBinaryEncoder(ExecutionEnvelopeSchema);
 
 /**

@@ -3,12 +3,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../src/config/config.js";
-import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
-import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import { writeTokensFile } from "../helpers/credentials.js";
 import { rejection } from "../helpers/rejection.js";
 import { freshRequest } from "../helpers/requests.js";
@@ -47,13 +44,9 @@ afterAll(async () => {
 
 const as = (name: string) => ({ headers: { authorization: `Bearer ${tokens[name]}` } });
 
-describe.each(["gRPC (grpc-js port)", "Connect JSON (HTTP port)"] as const)("over %s", (port) => {
-  const transport = () =>
-    port === "gRPC (grpc-js port)"
-      ? createGrpcTransport({ baseUrl: t.grpcUrl })
-      : createConnectTransport({ baseUrl: t.httpUrl, httpVersion: "1.1" });
-  const admission = () => createClient(AdmissionService, transport());
-  const lifecycle = () => createClient(LifecycleService, transport());
+describe.each(["gRPC (grpc-js port)", "Connect JSON over HTTP/1.1"] as const)("over %s", (port) => {
+  const admission = () => t.clients[port];
+  const lifecycle = () => t.lifecycle[port];
 
   it("admits for a granted tenant and actor, within the granted scopes and tools", async () => {
     const envelope = await admission().admit(freshRequest(), as("acme-backend"));

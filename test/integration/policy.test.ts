@@ -4,12 +4,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
 import { DecisionOutcome, LifecycleState as S } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
-import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import type { RuntimeRequest } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { writeTokensFile } from "../helpers/credentials.js";
 import { rejection } from "../helpers/rejection.js";
@@ -84,13 +81,9 @@ describe.each(["sqlite", "postgres"] as const)("policy with the ledger on %s", (
 
   const as = (name: string) => ({ headers: { authorization: `Bearer ${tokens[name]}` } });
 
-  describe.each(["gRPC (grpc-js port)", "Connect JSON (HTTP port)"] as const)("over %s", (port) => {
-    const transport = () =>
-      port === "gRPC (grpc-js port)"
-        ? createGrpcTransport({ baseUrl: t.grpcUrl })
-        : createConnectTransport({ baseUrl: t.httpUrl, httpVersion: "1.1" });
-    const admission = () => createClient(AdmissionService, transport());
-    const lifecycle = () => createClient(LifecycleService, transport());
+  describe.each(["gRPC (grpc-js port)", "Connect JSON over HTTP/1.1"] as const)("over %s", (port) => {
+    const admission = () => t.clients[port];
+    const lifecycle = () => t.lifecycle[port];
 
     it("announces policy.cel", async () => {
       expect((await admission().getCapabilities({}, as("backend"))).features).toContain("policy.cel");

@@ -6,13 +6,10 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/config.js";
-import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
 import { DecisionOutcome, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
-import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import type { RuntimeRequest } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { writeTokensFile } from "../helpers/credentials.js";
 import { rejection } from "../helpers/rejection.js";
@@ -66,9 +63,8 @@ describe.each(["sqlite", "postgres"] as const)("hostile input on %s", (store) =>
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const transport = () => createGrpcTransport({ baseUrl: t.grpcUrl });
-  const admission = () => createClient(AdmissionService, transport());
-  const lifecycle = () => createClient(LifecycleService, transport());
+  const admission = () => t.clients["gRPC (grpc-js port)"];
+  const lifecycle = () => t.lifecycle["gRPC (grpc-js port)"];
   const as = (name: string) => ({ headers: { authorization: `Bearer ${tokens[name] ?? name}` } });
   const request = (edit: (r: RuntimeRequest) => void = () => {}) => {
     const r = freshRequest();

@@ -5,13 +5,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/config.js";
-import { AdmissionService } from "../../src/gen/envelope/v1/admission_service_pb.js";
 import { DecisionOutcome, LifecycleState } from "../../src/gen/envelope/v1/execution_envelope_pb.js";
-import { LifecycleService } from "../../src/gen/envelope/v1/lifecycle_service_pb.js";
 import type { RuntimeRequest } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { writeTokensFile } from "../helpers/credentials.js";
 import { rejection } from "../helpers/rejection.js";
@@ -39,8 +36,8 @@ afterAll(async () => {
 });
 
 const as = (name: string) => ({ headers: { authorization: `Bearer ${tokens[name]}` } });
-const admission = () => createClient(AdmissionService, createGrpcTransport({ baseUrl: t.grpcUrl }));
-const lifecycle = () => createClient(LifecycleService, createGrpcTransport({ baseUrl: t.grpcUrl }));
+const admission = () => t.clients["gRPC (grpc-js port)"];
+const lifecycle = () => t.lifecycle["gRPC (grpc-js port)"];
 /** The sample request (tenant-acme, user:alice, medium risk, customer PII) asking for `tokens`. */
 const ask = (tokens: number, edit: (r: RuntimeRequest) => void = () => {}) => {
   const r = freshRequest();

@@ -5,41 +5,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { hashToken } from "../../src/auth/tokens.js";
+import { repositoryRoot, runEnvelope } from "../helpers/cli.js";
 import { freshRequest, freshRequestJson, readFixture, withField } from "../helpers/requests.js";
 import { startTestServer } from "../helpers/server.js";
 
-const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "envelope-cli-"));
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) c.kill("SIGKILL");
 });
 
-interface Outcome {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI from source (tsx), as bin/envelope.js runs the compiled build. */
-function envelope(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args], {
-      cwd: root,
-      // Servers started here keep their ledger in the test's directory, not in the work tree.
-      env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger"), ...options.env },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(options.stdin ?? "");
-  });
+function envelope(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}) {
+  return runEnvelope(args, { dir, ...options });
 }
 
 function file(name: string, content: unknown): string {
@@ -257,7 +234,7 @@ describe("serve", () => {
     const child = spawn(
       process.execPath,
       ["--import", "tsx", "src/cli/run.ts", "serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
-      { cwd: root, env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger-sigterm") } },
+      { cwd: repositoryRoot, env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger-sigterm") } },
     );
     children.push(child);
     let stderr = "";

@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { repositoryRoot, runEnvelope } from "../helpers/cli.js";
 import { freshRequestJson } from "../helpers/requests.js";
 
-const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "envelope-policy-cli-"));
 const children: ChildProcess[] = [];
 afterAll(() => {
@@ -15,31 +15,8 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Outcome {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI from source (tsx), as bin/envelope.js runs the compiled build. */
-function envelope(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/run.ts", ...args], {
-      cwd: root,
-      env: { ...process.env, ENVELOPE_DATA_DIR: join(dir, "ledger"), ...env },
-    });
-    children.push(child);
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end();
-  });
+function envelope(args: string[], env: Record<string, string> = {}) {
+  return runEnvelope(args, { dir, env, children });
 }
 
 function file(name: string, content: string): string {
@@ -157,7 +134,7 @@ describe("envelope serve with policy.file", () => {
         ...["--import", "tsx", "src/cli/run.ts", "serve", "--ledger", "none"],
         ...["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
       ],
-      { cwd: root, env: { ...process.env, ENVELOPE_POLICY_FILE: policyFile } },
+      { cwd: repositoryRoot, env: { ...process.env, ENVELOPE_POLICY_FILE: policyFile } },
     );
     children.push(child);
     let stderr = "";

@@ -67,6 +67,11 @@ export interface BudgetLine {
   readonly failOpen?: boolean;
 }
 
+/** One string per counter (key, window, dimension): what the stores and Explain index counters by. */
+export function counterId(key: string, windowStartMs: number, dimension: string): string {
+  return `${key}\n${windowStartMs}\n${dimension}`;
+}
+
 /** What an admission asks of the budgets: handed to the store with the envelope. */
 export interface BudgetClaim {
   readonly lines: readonly BudgetLine[];

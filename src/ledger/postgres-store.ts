@@ -10,6 +10,7 @@ import {
   type BudgetLine,
   budgetNames,
   consumableDimensions,
+  counterId,
   type Reservation,
 } from "../core/budget.js";
 import {
@@ -385,7 +386,6 @@ const joinCounters = `JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, 
   ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`;
 
 /** A counter's identity as one string, for maps. */
-const counterId = (key: string, windowStartMs: number, dimension: string) => `${key}\n${windowStartMs}\n${dimension}`;
 
 type BudgetOutcome =
   | Allocation

@@ -2,7 +2,7 @@
 // inside a worker thread (sqlite-worker.ts) and never on the event loop that serves requests; the
 // worker runs every batch of operations in one transaction with one sync (group commit).
 import Database from "better-sqlite3";
-import { allocate, type BudgetLine, consumableDimensions } from "../core/budget.js";
+import { allocate, type BudgetLine, consumableDimensions, counterId } from "../core/budget.js";
 import {
   checkReview,
   checkTransition,
@@ -281,7 +281,7 @@ export class SqliteLedger {
       { key: string; windowStartMs: number; dimension: string; used: number; added: number }
     >();
     const counter = (key: string, windowStartMs: number, dimension: string) => {
-      const id = `${key}\n${windowStartMs}\n${dimension}`;
+      const id = counterId(key, windowStartMs, dimension);
       let c = counters.get(id);
       if (c === undefined) {
         c = { key, windowStartMs, dimension, used: this.counter(key, windowStartMs, dimension), added: 0 };

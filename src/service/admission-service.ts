@@ -4,7 +4,14 @@
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type AdmissionConfig, admit, explain, rejectedEnvelope } from "../core/admit.js";
-import { type BudgetClaim, type BudgetLine, budgetLines, budgetSubject, parentLines } from "../core/budget.js";
+import {
+  type BudgetClaim,
+  type BudgetLine,
+  budgetLines,
+  budgetSubject,
+  counterId,
+  parentLines,
+} from "../core/budget.js";
 import type { Caller } from "../core/caller.js";
 import { serverContractVersion, supportedVersionsText } from "../core/contract-version.js";
 import type { DelegationParent } from "../core/delegation.js";
@@ -234,7 +241,7 @@ export function createAdmissionService(options: AdmissionServiceOptions): Admiss
 }
 
 function counterName(line: BudgetLine): string {
-  return `${line.key}\n${line.windowStartMs}\n${line.dimension}`;
+  return counterId(line.key, line.windowStartMs, line.dimension);
 }
 
 /**

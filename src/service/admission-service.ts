@@ -51,7 +51,7 @@ export interface CallContext {
    * the service encodes an admitted envelope once, and the ledger stores the very bytes the caller
    * gets (the gRPC port splices in the request bytes it received).
    */
-  readonly encodeEnvelope?: (envelope: ExecutionEnvelope) => Uint8Array;
+  readonly encodeEnvelope?: ((envelope: ExecutionEnvelope) => Uint8Array) | undefined;
 }
 
 /**

@@ -142,29 +142,43 @@ export function callContext(
   warnings: CallContext["decodeWarnings"],
   encodeEnvelope?: CallContext["encodeEnvelope"],
 ): CallContext {
-  const deadline = call.getDeadline();
-  const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? deadline : undefined;
-  const abortReason = () =>
-    deadlineMs !== undefined && Date.now() >= deadlineMs
+  return new GrpcCallContext(call, warnings, encodeEnvelope);
+}
+
+// A class rather than an object literal with a getter and a conditional spread: one such literal per
+// call was a measurable share of the event loop's time (4 us per Admit in a CPU profile).
+class GrpcCallContext implements CallContext {
+  readonly deadlineMs: number | undefined;
+  readonly traceparent: string | undefined;
+  readonly caller: CallContext["caller"];
+  private controller: AbortController | undefined;
+
+  constructor(
+    private readonly call: grpc.ServerUnaryCall<Buffer, unknown>,
+    readonly decodeWarnings: CallContext["decodeWarnings"],
+    readonly encodeEnvelope: CallContext["encodeEnvelope"],
+  ) {
+    const deadline = call.getDeadline();
+    this.deadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? deadline : undefined;
+    const traceparent = call.metadata.get("traceparent")[0];
+    this.traceparent = typeof traceparent === "string" ? traceparent : undefined;
+    this.caller = grpcCaller(call.metadata);
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      const c = new AbortController();
+      this.controller = c;
+      // grpc-js emits "cancelled" both when the client cancels and when the deadline passes.
+      if (this.call.cancelled) c.abort(this.abortReason());
+      else this.call.once("cancelled", () => c.abort(this.abortReason()));
+    }
+    return this.controller.signal;
+  }
+
+  private abortReason(): DOMException {
+    return this.deadlineMs !== undefined && Date.now() >= this.deadlineMs
       ? new DOMException("call deadline exceeded", "TimeoutError")
       : new DOMException("call cancelled", "AbortError");
-  let controller: AbortController | undefined;
-  const traceparent = call.metadata.get("traceparent")[0];
-  return {
-    get signal() {
-      if (controller === undefined) {
-        controller = new AbortController();
-        const c = controller;
-        // grpc-js emits "cancelled" both when the client cancels and when the deadline passes.
-        if (call.cancelled) c.abort(abortReason());
-        else call.once("cancelled", () => c.abort(abortReason()));
-      }
-      return controller.signal;
-    },
-    deadlineMs,
-    traceparent: typeof traceparent === "string" ? traceparent : undefined,
-    decodeWarnings: warnings,
-    caller: grpcCaller(call.metadata),
-    ...(encodeEnvelope === undefined ? {} : { encodeEnvelope }),
-  };
+  }
 }

@@ -438,14 +438,17 @@ function resources<R extends RequestedResources | GrantedResources>(
   a: Amounts,
   deadline: Timestamp | undefined,
 ): R {
-  return {
+  // Optional fields are set after the literal: a conditional spread inside one makes every call take
+  // a slow path (on every Admit, twice).
+  const r = {
     $typeName: typeName,
     tokens: a.tokens,
     costUsdMicros: BigInt(a.costUsdMicros),
     steps: a.steps,
-    ...(deadline === undefined ? {} : { deadline: copyTimestamp(deadline) }),
     resources: { ...a.resources },
   } as R;
+  if (deadline !== undefined) r.deadline = copyTimestamp(deadline);
+  return r;
 }
 
 /** A copy of a Timestamp; clone() (reflection) only when it carries unknown fields to copy too. */
@@ -455,11 +458,10 @@ function copyTimestamp(t: Timestamp): Timestamp {
 }
 
 function policyScope(r: RuntimeRequest): PolicyScope {
-  return {
+  const scope: PolicyScope = {
     $typeName: "envelope.v1.PolicyScope",
     tenantId: r.tenant?.id ?? "",
     actorSubject: r.actor?.subject ?? "",
-    ...(r.actor?.delegationId === undefined ? {} : { delegationId: r.actor.delegationId }),
     riskLevel: r.risk?.level ?? "",
     dataClasses: r.risk?.dataClasses ?? [],
     scopes: r.permissions?.scopes ?? [],
@@ -467,4 +469,7 @@ function policyScope(r: RuntimeRequest): PolicyScope {
     approvalPolicy: r.permissions?.approvalPolicy ?? "",
     traceContentMode: r.trace?.contentMode ?? "",
   };
+  // Set after the literal, as in resources().
+  if (r.actor?.delegationId !== undefined) scope.delegationId = r.actor.delegationId;
+  return scope;
 }

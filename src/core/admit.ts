@@ -438,8 +438,8 @@ function resources<R extends RequestedResources | GrantedResources>(
   a: Amounts,
   deadline: Timestamp | undefined,
 ): R {
-  // Optional fields are set after the literal: a conditional spread inside one makes every call take
-  // a slow path (on every Admit, twice).
+  // The optional field is set after the literal, not spread into it (docs/ARCHITECTURE.md: hot-path
+  // literals).
   const r = {
     $typeName: typeName,
     tokens: a.tokens,

@@ -141,8 +141,7 @@ export function createLedger(store: LedgerStore, options: LedgerOptions = {}): L
       const [outcome] = committed(
         await store.admit([
           {
-            // A literal of the row's own fields, not a spread: on the hot path, a spread and the
-            // properties after it cost several times as much to build.
+            // Plain fields, no spread (docs/ARCHITECTURE.md: hot-path literals).
             row: {
               envelopeId,
               tenantId,
@@ -371,8 +370,7 @@ export function parseCursor(cursor: string): number {
 function idempotencyHash(envelope: ExecutionEnvelope): string {
   const request = envelope.request;
   if (request === undefined) return "";
-  // Copies made by a spread alone and then assigned to: a spread followed by other properties in one
-  // literal costs several times as much to build.
+  // Copies made by a spread alone, then assigned to (docs/ARCHITECTURE.md: hot-path literals).
   const canonical: RuntimeRequest = { ...request };
   canonical.requestId = "";
   canonical.occurredAtUtc = undefined;

@@ -385,8 +385,6 @@ async function admitEntries(
 const joinCounters = `JOIN unnest($1::text[], $2::bigint[], $3::text[]) AS u(k, w, d)
   ON c.budget_key = u.k AND c.window_start_ms = u.w AND c.dimension = u.d`;
 
-/** A counter's identity as one string, for maps. */
-
 type BudgetOutcome =
   | Allocation
   | { readonly kind: "unavailable"; readonly budgets: readonly string[] }

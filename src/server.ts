@@ -86,7 +86,7 @@ export async function startServer(config: EnvelopeConfig, options: StartOptions)
   const policyFile = config.policy.file;
   let bundle = policyFile === "" ? undefined : loadPolicyBundle(policyFile);
   const admission = admissionConfig(config, policyFile === "" ? undefined : () => bundle);
-  const opened = await openLedgerStore(config.ledger);
+  const opened = await openLedgerStore(config.ledger, log);
   const ledger =
     opened === undefined
       ? undefined

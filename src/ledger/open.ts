@@ -1,6 +1,7 @@
 // Opens the configured ledger store. The SQLite store needs nothing but a directory; PostgreSQL is
 // chosen by configuration for several replicas on one database.
 import type { LedgerConfig } from "../config/config.js";
+import type { Logger } from "../telemetry/log.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import type { LedgerStore } from "./store.js";
 
@@ -12,12 +13,17 @@ export interface OpenedStore {
   readonly location: string;
 }
 
-export async function openLedgerStore(config: LedgerConfig): Promise<OpenedStore | undefined> {
+/** `log` hears of background failures that no caller sees (a failed checkpoint). */
+export async function openLedgerStore(config: LedgerConfig, log?: Logger): Promise<OpenedStore | undefined> {
   switch (config.store) {
     case "none":
       return undefined;
     case "sqlite": {
-      const store = await openSqliteStore({ dataDir: config.dataDir, durability: config.durability });
+      const store = await openSqliteStore({
+        dataDir: config.dataDir,
+        durability: config.durability,
+        onCheckpointFailure: (message) => log?.error("ledger.checkpoint.failed", { message }),
+      });
       return { store, migrated: store.migrated, location: config.dataDir };
     }
     case "postgres": {

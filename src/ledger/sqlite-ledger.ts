@@ -147,11 +147,30 @@ export function migrateSqlite(db: Database.Database): number[] {
   return done;
 }
 
+/**
+ * WAL pages at which the writer checkpoints inside its own commit: a backstop only. The checkpointer
+ * thread (sqlite-checkpointer.ts) copies the WAL into the database file every few milliseconds, and
+ * SQLite starts the WAL over once it is all copied, so the WAL stays well below this (about 12,000
+ * pages at most under the open-loop load of ADR-ENVELOPE-007's measurements).
+ */
+export const walBackstopPages = 20_000;
+
+/** The writer's connection: the one that migrates and commits. */
 export function openSqlite(path: string, durability: Durability): Database.Database {
   const db = new Database(path);
+  configureConnection(db, durability);
+  db.pragma(`wal_autocheckpoint = ${walBackstopPages}`);
+  // A WAL file grown by a burst is cut back to this when SQLite starts it over.
+  db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
+  return db;
+}
+
+/** What every connection to the ledger's file sets: the writer's and the checkpointer's. */
+export function configureConnection(db: Database.Database, durability: Durability): void {
   db.pragma("journal_mode = WAL");
   // NORMAL in WAL mode: a commit is in the WAL file (the OS has it) before it returns, so it
-  // survives the process dying; FULL also waits for the disk, so it survives power loss.
+  // survives the process dying; FULL also waits for the disk, so it survives power loss. Either way
+  // a checkpoint syncs the database file before SQLite may reuse the WAL.
   db.pragma(`synchronous = ${durability === "fsync" ? "FULL" : "NORMAL"}`);
   db.pragma("busy_timeout = 5000");
   // A batch's admissions share a savepoint (runBatch), and a savepoint keeps the first version of
@@ -159,10 +178,6 @@ export function openSqlite(path: string, durability: Durability): Database.Datab
   // it costs a copy; that took a quarter off the worker's time per admission (scratch measurement:
   // 101 to 75 µs of CPU per admission, 60,000 admissions in batches of 16).
   db.pragma("temp_store = MEMORY");
-  // Checkpoints stay at SQLite's 1,000 pages. At 4,000 the worker did a quarter less I/O, but each
-  // checkpoint held the commit that ran it for 17-29 ms, and the open-loop p99 at 1,000 Admits/s
-  // rose from 27 to 40 ms (scratch/open.mts, two runs each).
-  return db;
 }
 
 /** The ledger's operations on one SQLite connection. Not thread-safe; one instance per worker. */

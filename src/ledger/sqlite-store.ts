@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";
+import type { CheckpointerReply, CheckpointerRequest, SqliteCheckpointerData } from "./sqlite-checkpointer.js";
 import type { LedgerOperation, SqliteWorkerData, WorkerReply, WorkerRequest } from "./sqlite-worker.js";
 import { type Durability, type LedgerStore, LedgerUnavailableError } from "./store.js";
 
@@ -26,6 +27,15 @@ export interface SqliteStoreOptions {
   readonly sendEvery?: number;
   /** Called with the number of operations of every transaction the worker commits (or fails). */
   readonly onTransaction?: (operations: number) => void;
+  /** Pause between two background checkpoints (default 50 ms). */
+  readonly checkpointIntervalMs?: number;
+  /**
+   * Called after each background checkpoint that found the WAL changed: `log` frames in the WAL,
+   * `checkpointed` of them copied into the database file.
+   */
+  readonly onCheckpoint?: (log: number, checkpointed: number) => void;
+  /** Called when a background checkpoint fails (it is tried again at the next interval). */
+  readonly onCheckpointFailure?: (message: string) => void;
 }
 
 interface Pending {
@@ -40,16 +50,9 @@ export const sqliteFileName = "envelope-ledger.sqlite";
 export async function openSqliteStore(options: SqliteStoreOptions): Promise<LedgerStore & { migrated: number[] }> {
   mkdirSync(options.dataDir, { recursive: true });
   const path = resolve(join(options.dataDir, sqliteFileName));
-  // Under the test runner the sources are TypeScript; the built package runs the compiled worker.
-  const fromSource = import.meta.url.endsWith(".ts");
   const maxBatch = options.maxBatch ?? 1024;
   const workerData: SqliteWorkerData = { path, durability: options.durability, maxBatch };
-  const worker = fromSource
-    ? new Worker(
-        `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(new URL("./sqlite-worker.ts", import.meta.url).href)}); })`,
-        { eval: true, workerData },
-      )
-    : new Worker(new URL("./sqlite-worker.js", import.meta.url), { workerData });
+  const worker = startThread("sqlite-worker", workerData);
   // Operations not yet sent, and those sent whose results have not come back, in order: the worker
   // answers in the order it was asked.
   let queued: Pending[] = [];
@@ -68,6 +71,31 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
     });
     worker.once("error", (e) => fail(new LedgerUnavailableError(`cannot open the ledger at ${path}: ${e.message}`)));
   });
+
+  // Started once the writer has created and migrated the file.
+  const checkpointerData: SqliteCheckpointerData = {
+    path,
+    durability: options.durability,
+    intervalMs: options.checkpointIntervalMs ?? 50,
+    report: options.onCheckpoint !== undefined,
+  };
+  const checkpointer = startThread("sqlite-checkpointer", checkpointerData);
+  // It has nothing that must finish (an interrupted checkpoint is simply done again later), so it
+  // never keeps the process alive.
+  checkpointer.unref();
+  let checkpointerRunning = true;
+  checkpointer.on("message", (reply: CheckpointerReply) => {
+    if (reply.type === "checkpoint") options.onCheckpoint?.(reply.log, reply.checkpointed);
+    else if (reply.type === "failed") options.onCheckpointFailure?.(reply.message);
+  });
+  // Should it stop, the writer's backstop checkpoints (openSqlite) keep the WAL bounded.
+  checkpointer.on("error", (e) => options.onCheckpointFailure?.(`the checkpointer stopped: ${e.message}`));
+  const checkpointerExited = new Promise<void>((resolve) =>
+    checkpointer.once("exit", () => {
+      checkpointerRunning = false;
+      resolve();
+    }),
+  );
 
   // Sent without waiting for the batch before to commit: the worker starts on the first admissions
   // of a burst while this thread still decodes the next ones. A message per operation would cost
@@ -108,7 +136,10 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
     });
   });
   worker.on("error", (e) => failAll(new LedgerUnavailableError(`the ledger's worker failed: ${e.message}`)));
-  worker.on("exit", () => failAll(new LedgerUnavailableError("the ledger is closed")));
+  worker.on("exit", () => {
+    failAll(new LedgerUnavailableError("the ledger is closed"));
+    void checkpointer.terminate();
+  });
 
   const call =
     <K extends LedgerOperation>(op: K) =>
@@ -143,6 +174,10 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
       if (failure !== undefined) return;
       // Let queued work finish first: what was acknowledged stays acknowledged.
       while (sent.length > 0 || queued.length > 0) await new Promise((r) => setImmediate(r));
+      // The checkpointer stops first; closing the last connection then checkpoints the whole WAL
+      // into the database file and removes it.
+      if (checkpointerRunning) checkpointer.postMessage({ type: "close" } satisfies CheckpointerRequest);
+      await checkpointerExited;
       await new Promise<void>((resolve) => {
         closed = resolve;
         worker.postMessage({ type: "close" } satisfies WorkerRequest);
@@ -150,4 +185,17 @@ export async function openSqliteStore(options: SqliteStoreOptions): Promise<Ledg
       await worker.terminate();
     },
   };
+}
+
+/**
+ * Starts one of the store's threads. Under the test runner the sources are TypeScript; the built
+ * package runs the compiled script.
+ */
+function startThread(name: "sqlite-worker" | "sqlite-checkpointer", workerData: unknown): Worker {
+  if (!import.meta.url.endsWith(".ts")) return new Worker(new URL(`./${name}.js`, import.meta.url), { workerData });
+  const source = JSON.stringify(new URL(`./${name}.ts`, import.meta.url).href);
+  return new Worker(`import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${source}); })`, {
+    eval: true,
+    workerData,
+  });
 }

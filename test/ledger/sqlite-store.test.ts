@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { migrateSqlite, openSqlite } from "../../src/ledger/sqlite-ledger.js";
-import { openSqliteStore } from "../../src/ledger/sqlite-store.js";
+import { openSqliteStore, sqliteFileName } from "../../src/ledger/sqlite-store.js";
 import type { Durability } from "../../src/ledger/store.js";
 import { describeStoreConformance, entry } from "./store-conformance.js";
 
@@ -63,5 +63,42 @@ describe("SQLite group commit", () => {
     expect(transactions.length).toBeLessThanOrEqual(admissions / 16);
     expect((await store.list({ tenantId: "tenant-a", limit: 1000 })).length).toBe(admissions);
     await store.close();
+  });
+});
+
+describe("SQLite checkpoints", () => {
+  it("copies the WAL into the database file on its own thread, and the WAL starts over while writes go on", async () => {
+    dirs.push(mkdtempSync(join(tmpdir(), "envelope-checkpoints-")));
+    const checkpoints: { log: number; checkpointed: number }[] = [];
+    const store = await openSqliteStore({
+      dataDir: dirs.at(-1) as string,
+      durability: "process",
+      checkpointIntervalMs: 5,
+      onCheckpoint: (log, checkpointed) => checkpoints.push({ log, checkpointed }),
+    });
+    // The WAL started over when a checkpoint reports fewer frames than one before it.
+    const startedOver = () => checkpoints.some((c, i) => i > 0 && c.log < (checkpoints[i - 1] as { log: number }).log);
+    let admitted = 0;
+    for (let burst = 0; burst < 400 && !startedOver(); burst++) {
+      const outcomes = await Promise.all(Array.from({ length: 50 }, () => store.admit([entry({})])));
+      admitted += outcomes.filter(([o]) => o?.kind === "inserted").length;
+    }
+    expect(checkpoints.some((c) => c.log > 0 && c.checkpointed === c.log)).toBe(true);
+    expect(startedOver()).toBe(true);
+    expect((await store.list({ tenantId: "tenant-a", limit: 1000 })).length).toBe(Math.min(admitted, 1000));
+    await store.close();
+  });
+
+  it("checkpoints everything on close: no WAL is left, and the data reopens", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "envelope-close-"));
+    dirs.push(dir);
+    const store = await openSqliteStore({ dataDir: dir, durability: "process" });
+    await Promise.all(Array.from({ length: 100 }, () => store.admit([entry({})])));
+    expect(existsSync(join(dir, `${sqliteFileName}-wal`))).toBe(true);
+    await store.close();
+    expect(existsSync(join(dir, `${sqliteFileName}-wal`))).toBe(false);
+    const reopened = await openSqliteStore({ dataDir: dir, durability: "process" });
+    expect((await reopened.list({ tenantId: "tenant-a", limit: 1000 })).length).toBe(100);
+    await reopened.close();
   });
 });

@@ -18,7 +18,7 @@ export interface SqliteCheckpointerData {
   readonly durability: Durability;
   /** Pause between the end of one checkpoint and the start of the next. */
   readonly intervalMs: number;
-  /** Whether to send a message after every checkpoint that copied something (for tests). */
+  /** Whether to report each checkpoint that found the WAL changed (SqliteStoreOptions.onCheckpoint). */
   readonly report: boolean;
 }
 
@@ -27,8 +27,7 @@ export type CheckpointerRequest = { readonly type: "close" };
 /** `log`: frames in the WAL; `checkpointed`: of those, frames now in the database file. */
 export type CheckpointerReply =
   | { readonly type: "checkpoint"; readonly log: number; readonly checkpointed: number }
-  | { readonly type: "failed"; readonly message: string }
-  | { readonly type: "closed" };
+  | { readonly type: "failed"; readonly message: string };
 
 const port = parentPort;
 if (port === null) throw new Error("sqlite-checkpointer.js runs as a worker thread");
@@ -67,6 +66,5 @@ port.on("message", (message: CheckpointerRequest) => {
   if (message.type !== "close") return;
   clearTimeout(timer);
   db.close();
-  port.postMessage({ type: "closed" } satisfies CheckpointerReply);
   port.close();
 });

@@ -2,7 +2,8 @@
 // the database. Operations leave in messages of a few (at the end of the event loop's turn, or once
 // `sendEvery` have gathered) without waiting for the worker; the worker takes every message waiting
 // when it is free into one transaction: one commit, one sync for all of them (group commit). The
-// event loop never waits for the disk.
+// event loop never waits for the disk, and a second thread checkpoints the WAL so that the worker's
+// commits do not wait for that either (sqlite-checkpointer.ts).
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Worker } from "node:worker_threads";

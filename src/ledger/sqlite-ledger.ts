@@ -153,7 +153,7 @@ export function migrateSqlite(db: Database.Database): number[] {
  * SQLite starts the WAL over once it is all copied, so the WAL stays well below this (about 12,000
  * pages at most under the open-loop load of ADR-ENVELOPE-007's measurements).
  */
-export const walBackstopPages = 20_000;
+const walBackstopPages = 20_000;
 
 /** The writer's connection: the one that migrates and commits. */
 export function openSqlite(path: string, durability: Durability): Database.Database {

@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { clone, fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { fromJson, type JsonObject, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { RuntimeRequestSchema } from "../gen/envelope/v1/runtime_request_pb.js";
@@ -42,32 +42,42 @@ export interface Scenario {
 
 /** Request bodies, encoded ahead so the client spends its time on the wire, not on building requests. */
 export interface RequestPool {
-  /** The sample Admit request, binary protobuf, with a fresh id and a live deadline each time. */
+  /** The sample Admit request, binary protobuf, with fresh ids and a live deadline each time. */
   readonly admitBinary: () => Buffer;
-  /** The same requests in the proto3 JSON mapping. */
+  /** The same request in the proto3 JSON mapping. */
   readonly admitJson: () => Buffer;
 }
 
-/** `size` distinct requests from the fixture, handed out in turn. */
+/**
+ * Requests from the fixture, `size` encoded bodies of each form handed out in turn. Each body gets a
+ * new requestId and idempotency key as it is handed out, written over the old ones in place (a UUID
+ * is always 36 ASCII bytes), so every call is a new admission however long the run: a repeated id
+ * would be answered as an idempotent replay, a lookup instead of an admission. `size` must exceed
+ * the calls ever in flight, since a body is rewritten when its turn comes again.
+ */
 export function createRequestPool(fixture: JsonObject, size: number): RequestPool {
-  const binary: Buffer[] = [];
-  const json: Buffer[] = [];
   const now = Date.now();
   const sample = fromJson(RuntimeRequestSchema, fixture);
   sample.occurredAtUtc = timestampFromMs(now);
   sample.deadlineUtc = timestampFromMs(now + 30 * 60_000);
-  for (let i = 0; i < size; i++) {
-    const request = clone(RuntimeRequestSchema, sample);
-    request.requestId = randomUUID();
-    // Each its own operation: the ledger answers a repeated idempotency key with the first envelope.
-    (request.task as NonNullable<typeof request.task>).idempotencyKey = randomUUID();
-    binary.push(Buffer.from(toBinary(RuntimeRequestSchema, request)));
-    json.push(Buffer.from(toJsonString(RuntimeRequestSchema, request)));
-  }
-  let next = 0;
+  const task = sample.task as NonNullable<typeof sample.task>;
+  sample.requestId = randomUUID();
+  task.idempotencyKey = randomUUID();
+  const ids = [sample.requestId, task.idempotencyKey];
+  const stamped = (encoded: Uint8Array) => {
+    const bodies = Array.from({ length: size }, () => Buffer.from(encoded));
+    const offsets = ids.map((id) => bodies[0]?.indexOf(id, 0, "latin1") ?? -1);
+    if (offsets.some((o) => o < 0)) throw new Error("the request fixture's ids are not where the pool can stamp them");
+    let next = 0;
+    return () => {
+      const body = bodies[next++ % size] as Buffer;
+      for (const offset of offsets) body.write(randomUUID(), offset, "latin1");
+      return body;
+    };
+  };
   return {
-    admitBinary: () => binary[next++ % size] as Buffer,
-    admitJson: () => json[next++ % size] as Buffer,
+    admitBinary: stamped(toBinary(RuntimeRequestSchema, sample)),
+    admitJson: stamped(Buffer.from(toJsonString(RuntimeRequestSchema, sample))),
   };
 }
 

@@ -117,7 +117,7 @@ export async function runStandardBenchmark(options: StandardRunOptions): Promise
     "ajv",
   ]);
   const fixture = readFileSync(fixturePath);
-  const pool = createRequestPool(JSON.parse(fixture.toString()) as JsonObject, 20_000);
+  const pool = createRequestPool(JSON.parse(fixture.toString()) as JsonObject, 4096);
   const dataRoot = mkdtempSync(join(tmpdir(), "envelope-bench-"));
   const selected = standardScenarios(pool, settings.inflight, dataRoot).filter((s) => {
     if (options.only !== undefined && !options.only.includes(s.name)) return false;
@@ -177,8 +177,9 @@ export async function runStandardBenchmark(options: StandardRunOptions): Promise
       externalLoadGenerator: false,
       loadGenerator:
         "one Node.js process on the same host as the servers, sharing all cores: @grpc/grpc-js clients for gRPC; " +
-        "autocannon (programmatic, no workers, one request in flight per connection, a fresh body from the pre-encoded pool for each request) " +
+        "autocannon (programmatic, no workers, one request in flight per connection, a body from the pre-encoded pool for each request) " +
         "for the closed-loop HTTP/1.1 scenarios; the project's own keep-alive HTTP/1.1 driver for the open-loop ones. " +
+        "Every Admit request carries a new requestId and idempotency key, stamped into a pre-encoded body, so each is a new admission, never an idempotent replay. " +
         "All servers running, load moved between them in slices; " +
         `servers and harness run ${runsFromSource ? "from the TypeScript sources through tsx" : "from the compiled dist/"}.`,
       coordinatedOmission:
@@ -187,7 +188,8 @@ export async function runStandardBenchmark(options: StandardRunOptions): Promise
         "autocannon reports no time to first byte, so TTFT is timed by hooks on its client from its request event to its response-headers event (for an answer read at once, the two coincide); " +
         "autocannon opens its connections anew for every slice, within the slice's wall time. " +
         "The '@open' and '@overload' results are open loop (the project's driver; autocannon's overallRate is not used, as it paces per second and does not time from intended send): " +
-        "each call timed from its intended send time.",
+        "each call timed from its intended send time. The driver sleeps on a millisecond timer between sends and sends together the calls due within the next millisecond; " +
+        "one sent before its intended time is timed from its actual send.",
       command: options.command,
     },
     metrics: [

@@ -6,17 +6,27 @@ import { createRequestPool, missingPackages, standardScenarioNames } from "../..
 import { RuntimeRequestSchema } from "../../src/gen/envelope/v1/runtime_request_pb.js";
 import { readFixture } from "../helpers/requests.js";
 
-it("hands out distinct requests, the same in binary and in JSON, with a live deadline", () => {
-  const pool = createRequestPool(readFixture("runtime-request.json"), 3);
-  const binary = [1, 2, 3].map(() => fromBinary(RuntimeRequestSchema, pool.admitBinary()));
-  const json = [1, 2, 3].map(() =>
+it("hands out a new admission every call, past the pool's size, in binary and in JSON alike", () => {
+  const fixture = readFixture("runtime-request.json");
+  const pool = createRequestPool(fixture, 3);
+  const binary = Array.from({ length: 10 }, () => fromBinary(RuntimeRequestSchema, pool.admitBinary()));
+  const json = Array.from({ length: 10 }, () =>
     fromJson(RuntimeRequestSchema, JSON.parse(pool.admitJson().toString()) as JsonObject),
   );
-  expect(new Set(binary.map((r) => r.requestId)).size).toBe(3);
-  // Each its own operation for the ledger, which answers a repeated idempotency key with the first.
-  expect(new Set(binary.map((r) => r.task?.idempotencyKey)).size).toBe(3);
-  expect(json.map((r) => r.requestId).sort()).toEqual(binary.map((r) => r.requestId).sort());
-  for (const r of binary) expect(Number(r.deadlineUtc?.seconds) * 1000).toBeGreaterThan(Date.now() + 60_000);
+  const all = [...binary, ...json];
+  // Each its own operation for the ledger, which answers a repeated id or key with the first envelope.
+  expect(new Set(all.map((r) => r.requestId)).size).toBe(20);
+  expect(new Set(all.map((r) => r.task?.idempotencyKey)).size).toBe(20);
+  const sample = fromJson(RuntimeRequestSchema, fixture);
+  for (const r of all) {
+    expect(Number(r.deadlineUtc?.seconds) * 1000).toBeGreaterThan(Date.now() + 60_000);
+    // Only the ids and the times differ from the fixture.
+    r.requestId = sample.requestId;
+    (r.task as NonNullable<typeof r.task>).idempotencyKey = sample.task?.idempotencyKey ?? "";
+    r.occurredAtUtc = sample.occurredAtUtc;
+    r.deadlineUtc = sample.deadlineUtc;
+    expect(r).toEqual(sample);
+  }
 });
 
 it("names the packages that cannot be loaded", () => {

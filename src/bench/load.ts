@@ -82,6 +82,9 @@ export function arrivalSchedule(options: Pick<OpenLoopOptions, "rate" | "duratio
   return times;
 }
 
+/** Node's timers fire on whole milliseconds: the open loop sends what falls due within one. */
+const timerGranularityUs = 1000;
+
 export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult> {
   const schedule = arrivalSchedule(options);
   const tally = createTally();
@@ -95,22 +98,25 @@ export async function runOpenLoop(options: OpenLoopOptions): Promise<LoadResult>
       if (next === schedule.length && outstanding === 0) resolve();
     };
     const tick = () => {
-      const now = nowUs() - start;
-      // Send everything that is due; a late timer sends a burst, each call keeping its own time.
-      while (next < schedule.length && (schedule[next] as number) <= now) {
-        const intended = start + (schedule[next] as number);
-        if (now - (schedule[next] as number) > 1000) lateSends++;
+      // Send everything due before the next timer could fire. A late timer sends a burst, each call
+      // timed from its intended time; a call sent early is timed from its actual send.
+      const horizon = nowUs() - start + timerGranularityUs;
+      while (next < schedule.length && (schedule[next] as number) <= horizon) {
+        const due = schedule[next] as number;
+        const sentAt = nowUs() - start;
+        if (sentAt - due > 1000) lateSends++;
         next++;
         outstanding++;
-        tally.start(options.call, intended, () => {
+        tally.start(options.call, start + Math.max(due, sentAt), () => {
           outstanding--;
           finishIfDone();
         });
       }
       if (next < schedule.length) {
-        const waitMs = ((schedule[next] as number) - (nowUs() - start)) / 1000;
-        if (waitMs > 1) setTimeout(tick, Math.floor(waitMs));
-        else setImmediate(tick);
+        // Sleep on a timer, never spin: a spinning driver would take a core from the server it
+        // measures (on two cores, most of the machine the server's threads share).
+        const waitUs = (schedule[next] as number) - timerGranularityUs - (nowUs() - start);
+        setTimeout(tick, Math.max(1, Math.floor(waitUs / 1000)));
       } else {
         finishIfDone();
       }

@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { grpcUnaryCall } from "../../src/bench/grpc-call.js";
-import { arrivalSchedule, runClosedLoop, runOpenLoop } from "../../src/bench/load.js";
+import { arrivalSchedule, type CallFn, nowUs, runClosedLoop, runOpenLoop } from "../../src/bench/load.js";
 
 describe("arrival schedules", () => {
   it("spaces constant arrivals evenly at the rate", () => {
@@ -21,6 +21,32 @@ describe("arrival schedules", () => {
     expect(a).not.toEqual(c);
     // 10,000 expected; a Poisson count's standard deviation is 100.
     expect(Math.abs(a.length - 10_000)).toBeLessThan(500);
+  });
+});
+
+describe("the open loop's own footprint", () => {
+  it("sleeps between sends, and sends no call before its time less a timer's granularity", async () => {
+    // A call that ends at once: the run's CPU is then the driver's own. A driver that polled for the
+    // next send time would take a whole core, which on a small machine is the server's.
+    const sentAt: number[] = [];
+    const call: CallFn = (events) => {
+      sentAt.push(nowUs());
+      events.headers();
+      events.done();
+    };
+    const cpu0 = process.cpuUsage();
+    const started = nowUs();
+    const r = await runOpenLoop({ rate: 1500, durationMs: 1000, arrival: "poisson", seed: 5, call });
+    const cpu = process.cpuUsage(cpu0);
+    const elapsedUs = nowUs() - started;
+
+    expect(r.completed).toBe(r.scheduled);
+    expect((cpu.user + cpu.system) / elapsedUs).toBeLessThan(0.5);
+    // Each call went out within a timer's granularity of its intended time or after it (late sends
+    // are counted, and timed from the intended time).
+    const schedule = arrivalSchedule({ rate: 1500, durationMs: 1000, arrival: "poisson", seed: 5 });
+    const early = sentAt.filter((t, i) => t - started < (schedule[i] as number) - 1000);
+    expect(early).toEqual([]);
   });
 });
 

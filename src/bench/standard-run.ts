@@ -7,6 +7,8 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import {
@@ -79,6 +81,17 @@ const overloaded = "floor-grpc-js";
 const sweepScenarios = ["floor-grpc-js", "admit-grpc-port"];
 const sweepConcurrency = [1, 4, 16, 64, 256];
 const sweepRepetitions = 2;
+
+/**
+ * A full garbage collection of this process, the load generator (never of a server). Run before each
+ * measured slice so that the generator's own full collections, pauses of 10-50 ms at its heap of
+ * about 25 MB on two cores, fall between slices rather than into the latencies of whichever scenario
+ * is being measured.
+ */
+const collectOwnGarbage: () => void = (() => {
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
+})();
 
 interface Running {
   readonly scenario: Scenario;
@@ -180,7 +193,7 @@ export async function runStandardBenchmark(options: StandardRunOptions): Promise
         "autocannon (programmatic, no workers, one request in flight per connection, a body from the pre-encoded pool for each request) " +
         "for the closed-loop HTTP/1.1 scenarios; the project's own keep-alive HTTP/1.1 driver for the open-loop ones. " +
         "Every Admit request carries a new requestId and idempotency key, stamped into a pre-encoded body, so each is a new admission, never an idempotent replay. " +
-        "All servers running, load moved between them in slices; " +
+        "All servers running, load moved between them in slices; before each slice the harness collects its own garbage (never a server's). " +
         `servers and harness run ${runsFromSource ? "from the TypeScript sources through tsx" : "from the compiled dist/"}.`,
       coordinatedOmission:
         "closed-loop results (saturation throughput) are timed from each call's actual send. gRPC: the project's driver, in microseconds. " +
@@ -247,6 +260,7 @@ async function runPhases(
   });
 
   const measureSlice = async (target: Running, run: (driver: Driver) => Promise<LoadResult>): Promise<Slice> => {
+    collectOwnGarbage();
     const server0 = target.server.cpuSeconds();
     const client0 = process.cpuUsage();
     const result = await run(target.driver);

@@ -255,7 +255,7 @@ async function runPhases(
   const progress = createProgress({
     plannedSeconds:
       running.length * (warmupSeconds + rounds * seconds) +
-      pairs.length * openSlices * 2 * openSeconds +
+      pairs.length * (openSlices + 1) * 2 * openSeconds +
       (byName.has(overloaded) ? overloadSeconds : 0) +
       sweepRepetitions * sweepConcurrency.length * sweeping.length * sweepSeconds,
     ...(progressStream === undefined ? {} : { stream: progressStream }),
@@ -354,16 +354,31 @@ async function runPhases(
       notes.push(`open loop ${pair.join(" vs ")} left out: ${pair[1]} completed no call`);
       continue;
     }
+    const openSlice = (target: Running, seed: number) => {
+      collectOwnGarbage();
+      return measureSlice(target, (d) =>
+        runOpenLoop({ rate, durationMs: openSeconds * 1000, arrival: "poisson", seed, call: d.call }),
+      );
+    };
+    // A warm-up slice each at the open loop's rate first, reported apart ("name@open-warmup"): the
+    // closed loop at saturation leaves its transients (a heap of its garbage, a WAL to checkpoint),
+    // and the figures are of the server at half load, not of its recovery from full load.
+    for (const name of pair) {
+      const target = byName.get(name) as Running;
+      progress.step(`${name}@open ${rate}/s warm-up`, 1, 1, openSeconds);
+      summarize(`${name}@open-warmup`, [await openSlice(target, 0)], {
+        description: `${target.scenario.name}: the warm-up before the open-loop slices, reported apart`,
+        transport: target.scenario.transport,
+        loadModel: "open",
+        targetRate: rate,
+      });
+    }
     const slices = new Map<string, Slice[]>(pair.map((name) => [name, []]));
     for (let slice = 1; slice <= openSlices; slice++) {
       for (const name of pair) {
         const target = byName.get(name) as Running;
         progress.step(`${name}@open ${rate}/s`, slice, openSlices, openSeconds);
-        collectOwnGarbage();
-        const s = await measureSlice(target, (d) =>
-          runOpenLoop({ rate, durationMs: openSeconds * 1000, arrival: "poisson", seed: slice, call: d.call }),
-        );
-        slices.get(name)?.push(s);
+        slices.get(name)?.push(await openSlice(target, slice));
       }
     }
     for (const name of pair) {

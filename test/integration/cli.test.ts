@@ -187,6 +187,8 @@ describe("bench run", () => {
       "floor-grpc-js",
       "admit-grpc-port",
       "admit-connect-proto-http1",
+      "floor-grpc-js@open-warmup",
+      "admit-grpc-port@open-warmup",
       "floor-grpc-js@open",
       "admit-grpc-port@open",
       "floor-grpc-js@overload",

@@ -14,12 +14,11 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { fromJson, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { grpcUnaryCall } from "../src/bench/grpc-call.js";
 import { runClosedLoop } from "../src/bench/load.js";
-import { RuntimeRequestSchema } from "../src/gen/envelope/v1/runtime_request_pb.js";
-import { freshRequestJson } from "../test/helpers/requests.js";
+import { createRequestPool } from "../src/bench/scenarios.js";
+import { readFixture } from "../test/helpers/requests.js";
 
 const { values: flags } = parseArgs({
   options: {
@@ -34,12 +33,9 @@ const { values: flags } = parseArgs({
 const sliceMs = Number(flags.seconds) * 1000;
 const root = new URL("../", import.meta.url).pathname;
 
-const nowMs = Date.now();
-const pool = Array.from({ length: 64 }, () =>
-  Buffer.from(toBinary(RuntimeRequestSchema, fromJson(RuntimeRequestSchema, freshRequestJson(nowMs, 30 * 60_000)))),
-);
-let next = 0;
-const admitBody = () => pool[next++ % pool.length] as Buffer;
+// A new requestId and idempotency key on every call: a repeated one is answered as an idempotent
+// replay, a lookup instead of an admission.
+const admitBody = createRequestPool(readFixture("runtime-request.json"), 4096).admitBinary;
 const emptyBody = () => Buffer.alloc(0);
 
 interface Server {

@@ -184,7 +184,7 @@ export function renderReport(d: BenchmarkDisclosure, title: string): string {
   const table = summary
     .map(
       (r) =>
-        `<tr><td>${escapeHtml(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.clientCpuShare === undefined ? "" : r.clientCpuShare.toFixed(2)}</td><td>${r.errorRate ?? 0}</td></tr>`,
+        `<tr><td>${escapeHtml(r.scenario)}</td><td>${Math.round(r.achievedRate ?? 0)}${spreadText(r.throughputSpread)}${r.targetRate === undefined ? "" : ` (${Math.round(r.targetRate)})`}</td><td>${fmt(r.e2eUs?.p50)}</td><td>${fmt(r.e2eUs?.p99)}</td><td>${fmt(r.e2eUs?.p999)}</td><td>${fmt(r.ttftUs?.p99)}</td><td>${Math.round(r.serverCpuUsPerCall ?? 0)}</td><td>${Math.round(r.clientCpuUsPerCall ?? 0)}</td><td>${r.clientCpuShare === undefined ? "" : r.clientCpuShare.toFixed(2)}</td><td>${r.stealShare === undefined ? "" : `${(r.stealShare * 100).toFixed(1)} %`}</td><td>${r.errorRate ?? 0}</td></tr>`,
     )
     .join("");
   const checks = d.qualityChecks
@@ -210,7 +210,7 @@ ${openCurves.length > 0 ? `<h2>Latency by percentile, open loop (offered rate, t
 <h2>Throughput</h2>${throughputChart(rows)}
 ${sweepSeries.length > 0 ? `<h2>Throughput against concurrency</h2>${sweepChart(sweepSeries)}` : ""}
 <h2>Figures (latency in ms, CPU in µs per call)</h2>
-<table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>client cores</th><th>error rate</th></tr>${table}</table>
+<table><tr><th>scenario</th><th>calls/s (target)</th><th>p50</th><th>p99</th><th>p99.9</th><th>TTFT p99</th><th>server CPU</th><th>client CPU</th><th>client cores</th><th>steal</th><th>error rate</th></tr>${table}</table>
 <p>Client cores: the load generator's CPU time over the wall time, as a share of one core. It is one Node.js thread (V8's helper threads can take it past 1): near 1, the client rather than the server limits a closed-loop figure.</p>
 <p>Verify with <code>envelope disclosure verify</code>: every figure is recomputed from the histograms embedded in the disclosure.</p>
 </body></html>

@@ -1,6 +1,6 @@
 // The `envelope` command as users run it: a child process, its exit status, stdout and stderr.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -196,6 +196,8 @@ describe("bench run", () => {
     for (const r of summaries) {
       expect(r.completed).toBeGreaterThan(0);
       expect(r.clientCpuShare).toBeGreaterThan(0);
+      // On Linux, the share of the machine's CPU time the hypervisor took during the scenario.
+      if (existsSync("/proc/stat")) expect(r.stealShare).toBeGreaterThanOrEqual(0);
     }
     expect(disclosure.method.command).toContain(`--only ${only}`);
     expect(disclosure.notes).toContain(

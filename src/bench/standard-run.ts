@@ -91,10 +91,15 @@ const sweepRepetitions = 2;
  * that costs the generator 15-30% more CPU per call while it grows back, which would lower the
  * saturation throughput of scenarios the generator limits.
  */
-const collectOwnGarbage: () => void = (() => {
-  setFlagsFromString("--expose-gc");
-  return runInNewContext("gc") as () => void;
-})();
+function collectOwnGarbage(): void {
+  // Made on first use: every command of the CLI loads this module, and only a run should expose it.
+  ownGarbageCollector ??= (() => {
+    setFlagsFromString("--expose-gc");
+    return runInNewContext("gc") as () => void;
+  })();
+  ownGarbageCollector();
+}
+let ownGarbageCollector: (() => void) | undefined;
 
 interface Running {
   readonly scenario: Scenario;

@@ -83,6 +83,8 @@ const sweepScenarios = ["floor-grpc-js", "admit-grpc-port"];
 const sweepConcurrency = [1, 4, 16, 64, 256];
 const sweepRepetitions = 2;
 
+let ownGarbageCollector: (() => void) | undefined;
+
 /**
  * A full garbage collection of this process, the load generator (never of a server). Run before each
  * open-loop slice so that the generator's own full collections, pauses of 10-50 ms at its heap of
@@ -99,7 +101,6 @@ function collectOwnGarbage(): void {
   })();
   ownGarbageCollector();
 }
-let ownGarbageCollector: (() => void) | undefined;
 
 interface Running {
   readonly scenario: Scenario;
@@ -517,7 +518,7 @@ function checks({ closed, open, results }: Measured, notes: string[]): QualityCh
   out.push(check("load generator CPU, busiest closed-loop scenario, share of one core", ratio(busiest, 1), "<=", 0.9));
   // A shared host that takes the vCPUs away in whole quanta stalls a server for tens of
   // milliseconds: the open loop's tail then measures the host. Its steal share says how quiet it was.
-  const openSteal = ["floor-grpc-js", "admit-grpc-port"].flatMap((name) => open.get(name)?.stealShare ?? []);
+  const openSteal = openPairs[0].flatMap((name) => open.get(name)?.stealShare ?? []);
   if (openSteal.length > 0)
     out.push(
       check(
